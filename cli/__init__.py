@@ -1,0 +1,1 @@
+"""raftkv_cli: the raftkv command line."""

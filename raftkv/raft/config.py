@@ -1,0 +1,44 @@
+"""RaftConfig: every knob of the core, in ticks and bytes, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftkv.errors import ConfigError
+from raftkv.raft.types import Index, NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    node_id: NodeId
+    election_ticks: int = 10
+    """A follower that hears nothing for a random time in [election_ticks, 2*election_ticks)
+    campaigns. A leader steps down if no quorum was active within election_ticks."""
+    heartbeat_ticks: int = 1
+    max_size_per_msg_bytes: int = 1024 * 1024
+    """Upper bound on the entries of one append; at least one entry is always sent."""
+    max_inflight_msgs: int = 256
+    """Appends in flight to one follower in the replicate state (pipelining window)."""
+    max_inflight_bytes: int = 0
+    """Bytes in flight to one follower; 0 means unlimited."""
+    max_committed_size_per_ready_bytes: int = 4 * 1024 * 1024
+    applied: Index = 0
+    """The state machine's durable applied index at start; entries up to it are not re-applied."""
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        if self.node_id <= 0:
+            raise ConfigError(f"node_id must be positive, got {self.node_id}")
+        if self.heartbeat_ticks <= 0:
+            raise ConfigError("heartbeat_ticks must be positive")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        if self.max_inflight_msgs <= 0:
+            raise ConfigError("max_inflight_msgs must be positive")
+        if self.max_size_per_msg_bytes <= 0:
+            raise ConfigError("max_size_per_msg_bytes must be positive")
+        if self.max_inflight_bytes < 0:
+            raise ConfigError("max_inflight_bytes must not be negative")
+        if self.applied < 0:
+            raise ConfigError("applied must not be negative")

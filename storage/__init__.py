@@ -1,0 +1,1 @@
+"""raftkv_storage: durable Raft log and MVCC key space on LMDB."""
