@@ -484,9 +484,13 @@ class Raft:
         return True
 
     def _broadcast_append(self) -> None:
-        for node in self.tracker.progress:
-            if node != self.id:
-                self._send_append(node)
+        for node, pr in self.tracker.progress.items():
+            if node != self.id and self._send_append(node):
+                # Pipelining: keep streaming to a follower that is known to be in sync.
+                while pr.state is ProgressState.REPLICATE and self._send_append(
+                    node, send_if_empty=False
+                ):
+                    pass
 
     def _broadcast_heartbeat(self, context: bytes) -> None:
         committed = self.log.committed
