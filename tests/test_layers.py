@@ -1,0 +1,292 @@
+"""The import layers of docs/architecture.md, checked on the source text with ``ast``.
+
+Static, so it sees every import, including those in functions and under ``TYPE_CHECKING``, and
+needs no installed package. A rule names a folder, the modules it must not import (a name and
+everything below it), optionally the only ``raftkv`` modules it may import, and whether the
+module-level functions of ``random`` are banned (only the ``random.Random`` class may be used,
+seeded: its hidden global instance and an unseeded ``Random()`` differ from run to run).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Source folder -> import name (design.md §3.1: storage/ and cli/ install as raftkv_*).
+IMPORT_NAMES = {"raftkv": "raftkv", "storage": "raftkv_storage", "cli": "raftkv_cli"}
+
+IO_AND_CLOCKS = ("asyncio", "grpc", "lmdb", "socket", "threading", "time", "subprocess")
+
+
+@dataclass(frozen=True)
+class Rule:
+    folder: str
+    forbidden: tuple[str, ...]
+    # If set, every import of a raftkv module must fall under one of these.
+    allowed_raftkv: tuple[str, ...] | None = None
+    deterministic: bool = False  # no module-level random functions, no dynamic imports
+    # File (relative to ROOT) -> forbidden modules it may import all the same.
+    exemptions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    required: bool = True  # the folder must exist and hold Python files
+
+
+RULES = {
+    # The sans-I/O core: the standard library's pure parts and raftkv.errors only.
+    "raft": Rule(
+        folder="raftkv/raft",
+        forbidden=(
+            *IO_AND_CLOCKS,
+            "random",
+            "os",
+            "multiprocessing",
+            "selectors",
+            "secrets",
+            "uuid",
+            "raftkv_storage",
+            "raftkv_cli",
+        ),
+        allowed_raftkv=("raftkv.raft", "raftkv.errors"),
+        deterministic=True,
+    ),
+    # The deterministic simulator runs the production core; nothing in it may read a clock, a
+    # socket or a thread. The `python -m raftkv.sim` front-end stands outside the simulated world:
+    # it may read the wall clock to stop a batch of seeds at a time budget (each run is still a
+    # pure function of its seed).
+    "sim": Rule(
+        folder="raftkv/sim",
+        forbidden=(
+            *IO_AND_CLOCKS,
+            "raftkv.server",
+            "raftkv.client",
+            "raftkv_storage",
+            "raftkv_cli",
+        ),
+        deterministic=True,
+        exemptions={"raftkv/sim/__main__.py": ("time",)},
+    ),
+    # Nothing in the raftkv package reaches out to the outer folders.
+    "raftkv": Rule(folder="raftkv", forbidden=("raftkv_storage", "raftkv_cli")),
+    # The LMDB adapter sits beside the simulator, below the server and the CLI.
+    "storage": Rule(
+        folder="storage",
+        forbidden=("raftkv.sim", "raftkv.testing", "raftkv.server", "raftkv.client", "raftkv_cli"),
+        required=False,
+    ),
+    # The client library never imports server code.
+    "client": Rule(folder="raftkv/client", forbidden=("raftkv.server",), required=False),
+    # jepsen/ is a black box: processes, sockets and the client API only.
+    "jepsen": Rule(
+        folder="jepsen",
+        forbidden=("raftkv.raft", "raftkv.sim", "raftkv.server", "raftkv_storage", "raftkv_cli"),
+        required=False,
+    ),
+}
+
+
+def module_name(path: Path) -> str:
+    """The import name of a source file, e.g. storage/env.py -> raftkv_storage.env."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = IMPORT_NAMES.get(parts[0], parts[0])
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[int, str, list[str]]]:
+    """Yield (line, module imported from, [module.name for each imported name])."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            yield node.lineno, base, [f"{base}.{a.name}" for a in node.names]
+
+
+def _random_misuse(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    aliases: set[str] = set()  # names bound to the random module
+    class_names = {"Random"}  # names bound to random.Random
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name for a in node.names if a.name == "random"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "random" and not node.level:
+            for a in node.names:
+                if a.name == "Random":
+                    class_names.add(a.asname or a.name)
+                else:
+                    yield node.lineno, f"from random import {a.name}"
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr != "Random"
+        ):
+            yield node.lineno, f"{node.value.id}.{node.attr} (module-level random state)"
+        if isinstance(node, ast.Call) and not node.args and not node.keywords:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in class_names or (isinstance(func, ast.Attribute) and name == "Random"):
+                yield node.lineno, "Random() without a seed (seeded from the OS)"
+
+
+def _dynamic_imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("__import__", "import_module"):
+                yield node.lineno, f"dynamic import {name}() (hidden from this check)"
+
+
+def check_source(
+    source: str, rule: Rule, module: str, is_package: bool = False, filename: str = "<string>"
+) -> list[str]:
+    """Every violation of ``rule`` in ``source``, as 'file:line: message' strings."""
+    tree = ast.parse(source, filename=filename)
+    exempt = rule.exemptions.get(filename, ())
+    found: list[tuple[int, str]] = []
+    for line, base, names in _imports(tree, module, is_package):
+        for target in (base, *names):
+            if _under(target, rule.forbidden) and not _under(target, exempt):
+                found.append((line, f"imports {target}"))
+                break
+        if rule.allowed_raftkv is not None and _under(base, ("raftkv",)):
+            allowed = rule.allowed_raftkv
+            if not _under(base, allowed) and not (names and all(_under(n, allowed) for n in names)):
+                found.append((line, f"imports {base} (allowed in raftkv: {', '.join(allowed)})"))
+    if rule.deterministic:
+        found += _random_misuse(tree)
+        found += _dynamic_imports(tree)
+    return [f"{filename}:{line}: {message}" for line, message in sorted(set(found))]
+
+
+def _sources(folder: str) -> list[Path]:
+    return sorted(p for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_layer_rule(name: str) -> None:
+    rule = RULES[name]
+    files = _sources(rule.folder)
+    if not files:
+        if rule.required:
+            pytest.fail(f"{rule.folder}/ holds no Python files: did the layer move?")
+        pytest.skip(f"{rule.folder}/ has no Python files yet")
+    problems: list[str] = []
+    for path in files:
+        problems += check_source(
+            path.read_text(encoding="utf-8"),
+            rule,
+            module_name(path),
+            is_package=path.name == "__init__.py",
+            filename=path.relative_to(ROOT).as_posix(),
+        )
+    assert not problems, f"layer rule {name!r} broken:\n" + "\n".join(problems)
+
+
+# -- the checker checks itself --------------------------------------------------------------------
+
+BAD_CORE = """\
+import time
+from asyncio import Queue
+import os.path
+from raftkv.sim import cluster
+from .. import testing
+from ..server.driver import NodeDriver
+from raftkv import __version__
+
+def f():
+    import threading
+"""
+
+
+def test_checker_catches_forbidden_core_imports() -> None:
+    problems = check_source(BAD_CORE, RULES["raft"], "raftkv.raft.bad", filename="raft/bad.py")
+    lines = sorted(int(p.split(":")[1]) for p in problems)
+    assert lines == [1, 2, 3, 4, 5, 6, 7, 10], problems
+
+
+def test_checker_catches_module_level_randomness() -> None:
+    source = """\
+import random
+import random as rnd
+from random import choice, Random as R
+x = random.randint(1, 6)
+f = rnd.shuffle
+r1 = random.Random()
+r2 = R()
+sr = random.SystemRandom(1)
+"""
+    problems = check_source(source, RULES["sim"], "raftkv.sim.bad", filename="sim/bad.py")
+    lines = sorted(int(p.split(":")[1]) for p in problems)
+    assert lines == [3, 4, 5, 6, 7, 8], problems
+
+
+def test_checker_catches_dynamic_imports() -> None:
+    source = "import importlib\nm = importlib.import_module('socket')\nt = __import__('time')\n"
+    problems = check_source(source, RULES["sim"], "raftkv.sim.bad", filename="sim/bad.py")
+    assert len(problems) == 2, problems
+
+
+def test_checker_accepts_what_the_layers_allow() -> None:
+    core = """\
+from __future__ import annotations
+import dataclasses
+from collections.abc import Sequence
+from raftkv import errors
+from raftkv.errors import InternalError
+from . import types
+from .types import Entry
+"""
+    assert check_source(core, RULES["raft"], "raftkv.raft.ok", filename="raft/ok.py") == []
+    sim = """\
+import random
+from random import Random
+import os
+from raftkv.raft import RawNode
+from raftkv.testing import linearizability
+rng = random.Random(42)
+other = Random(rng.getrandbits(64))
+def make(seed: int) -> random.Random:
+    return random.Random(seed)
+"""
+    assert check_source(sim, RULES["sim"], "raftkv.sim.ok", filename="sim/ok.py") == []
+
+
+def test_exemption_applies_to_the_named_file_only() -> None:
+    rule = RULES["sim"]
+    assert (
+        check_source("import time\n", rule, "raftkv.sim", filename="raftkv/sim/__main__.py") == []
+    )
+    assert check_source("import time\n", rule, "raftkv.sim.x", filename="raftkv/sim/x.py") != []
+
+
+def test_client_and_jepsen_rules() -> None:
+    bad_client = "from raftkv.server import app\n"
+    assert check_source(bad_client, RULES["client"], "raftkv.client.c") != []
+    bad_jepsen = "from raftkv_storage import env\nimport raftkv.sim\nfrom raftkv.raft import x\n"
+    assert len(check_source(bad_jepsen, RULES["jepsen"], "jepsen.nemesis")) == 3
+    good_jepsen = "from raftkv.client import Client\nfrom raftkv.testing import linearizability\n"
+    assert check_source(good_jepsen, RULES["jepsen"], "jepsen.workload") == []
+
+
+def test_module_names_follow_the_package_mapping() -> None:
+    assert module_name(ROOT / "storage" / "env.py") == "raftkv_storage.env"
+    assert module_name(ROOT / "cli" / "__init__.py") == "raftkv_cli"
+    assert module_name(ROOT / "raftkv" / "raft" / "rawnode.py") == "raftkv.raft.rawnode"
