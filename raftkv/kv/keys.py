@@ -1,0 +1,183 @@
+"""Key ranges as etcd defines them, and request validation (etcd's v3rpc checks).
+
+A range is ``[key, range_end)``. An empty ``range_end`` means the single key ``key``;
+``range_end == b"\\0"`` means every key >= ``key``; ``key == range_end == b"\\0"`` means all keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from raftkv.kv.errors import (
+    DuplicateKeyError,
+    EmptyKeyError,
+    InvalidSortOptionError,
+    KeyTooLargeError,
+    LeaseProvidedError,
+    TooManyOpsError,
+    ValueProvidedError,
+)
+from raftkv.kv.types import (
+    CompactionRequest,
+    DeleteRangeRequest,
+    PutRequest,
+    RangeRequest,
+    Request,
+    RequestOp,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+)
+
+__all__ = [
+    "MAX_STORED_KEY_BYTES",
+    "MAX_TXN_OPS",
+    "escape_key",
+    "in_range",
+    "normalize_end",
+    "prefix_end",
+    "unescape_key",
+    "validate_request",
+]
+
+MAX_TXN_OPS = 128
+MAX_STORED_KEY_BYTES = 511
+"""LMDB's key size limit. The history key is ``escape_key(key) + 16`` bytes, so user keys are
+bounded (to 493 bytes without NUL bytes); longer keys get "request is too large"."""
+
+INF: bytes | None = None
+"""An open upper bound."""
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that selects every key starting with ``prefix`` (etcd's GetPrefixRangeEnd)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # all bytes 0xff (or empty): every key from ``prefix`` on
+
+
+def normalize_end(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
+    """``(start, end)`` with ``end`` exclusive, or ``None`` for no upper bound.
+
+    A single-key range becomes ``(key, key + b"\\0")``.
+    """
+    if not range_end:
+        return key, key + b"\0"
+    if range_end == b"\0":
+        return key, None
+    return key, range_end
+
+
+def in_range(k: bytes, key: bytes, range_end: bytes) -> bool:
+    start, end = normalize_end(key, range_end)
+    return k >= start and (end is None or k < end)
+
+
+def escape_key(key: bytes) -> bytes:
+    """An order-preserving, self-delimiting encoding: NUL becomes NUL 0xff; ends in NUL NUL.
+
+    For any keys a < b, escape_key(a) + x < escape_key(b) + y for all suffixes x and y, so
+    ``escape_key(key) + revision`` sorts by key first and revision second.
+    """
+    if b"\0" in key:
+        key = key.replace(b"\0", b"\0\xff")
+    return key + b"\0\0"
+
+
+def unescape_key(stored: bytes) -> bytes:
+    """Inverse of :func:`escape_key` (the argument ends with the NUL NUL terminator)."""
+    body = stored[:-2]
+    if b"\0" in body:
+        body = body.replace(b"\0\xff", b"\0")
+    return body
+
+
+def _check_key(key: bytes) -> None:
+    if not key:
+        raise EmptyKeyError()
+    if len(key) + 18 > MAX_STORED_KEY_BYTES and len(escape_key(key)) + 16 > MAX_STORED_KEY_BYTES:
+        raise KeyTooLargeError()
+
+
+def validate_request(req: Request) -> None:
+    """etcd's input checks, run before proposing and again at apply. Raises a KVError."""
+    if isinstance(req, RangeRequest):
+        _check_key(req.key)
+        if req.sort_order not in SortOrder.__members__.values():
+            raise InvalidSortOptionError()
+        if req.sort_target not in SortTarget.__members__.values():
+            raise InvalidSortOptionError()
+    elif isinstance(req, PutRequest):
+        _check_key(req.key)
+        if req.ignore_value and req.value:
+            raise ValueProvidedError()
+        if req.ignore_lease and req.lease:
+            raise LeaseProvidedError()
+    elif isinstance(req, DeleteRangeRequest):
+        _check_key(req.key)
+    elif isinstance(req, TxnRequest):
+        _validate_txn(req)
+    elif isinstance(req, CompactionRequest):
+        pass
+
+
+def _validate_txn(txn: TxnRequest) -> None:
+    if max(len(txn.compare), len(txn.success), len(txn.failure)) > MAX_TXN_OPS:
+        raise TooManyOpsError()
+    for c in txn.compare:
+        _check_key(c.key)
+    for op in (*txn.success, *txn.failure):
+        validate_request(op)
+    _check_intervals(txn.success)
+    _check_intervals(txn.failure)
+
+
+class _Dels:
+    """A set of deleted intervals; small, so a list suffices."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[bytes, bytes | None]] = []
+
+    def add(self, key: bytes, range_end: bytes) -> None:
+        self.spans.append(normalize_end(key, range_end))
+
+    def hits(self, k: bytes) -> bool:
+        return any(k >= s and (e is None or k < e) for s, e in self.spans)
+
+
+def _check_intervals(ops: Sequence[RequestOp]) -> tuple[set[bytes], _Dels]:
+    """No key may be written twice in one txn (etcd's checkIntervals).
+
+    Puts may not repeat, and no put may fall inside a delete range, at this level or below;
+    the two branches of a nested txn may put the same key, since only one of them runs.
+    """
+    dels = _Dels()
+    for op in ops:
+        if isinstance(op, DeleteRangeRequest):
+            dels.add(op.key, op.range_end)
+    puts: set[bytes] = set()
+    for op in ops:
+        if not isinstance(op, TxnRequest):
+            continue
+        puts_then, dels_then = _check_intervals(op.success)
+        puts_else, dels_else = _check_intervals(op.failure)
+        for k in sorted(puts_then):
+            if k in puts or dels.hits(k):
+                raise DuplicateKeyError()
+            puts.add(k)
+        for k in sorted(puts_else):
+            if (k in puts and k not in puts_then) or dels.hits(k):
+                raise DuplicateKeyError()
+            puts.add(k)
+        dels.spans.extend(dels_then.spans)
+        dels.spans.extend(dels_else.spans)
+    for op in ops:
+        if isinstance(op, PutRequest):
+            if op.key in puts or dels.hits(op.key):
+                raise DuplicateKeyError()
+            puts.add(op.key)
+    return puts, dels

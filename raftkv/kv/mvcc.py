@@ -1,0 +1,540 @@
+"""etcd's MVCC key space over any :class:`~raftkv.kv.backend.KVBackend`.
+
+Data layout (no in-memory index: every lookup is a seek in the backend):
+
+``hist``  ``escape_key(key) + ~main + ~sub`` -> ``flags | create | version | lease | value``
+    Every stored version of every key, newest first within a key (the revision is stored
+    inverted). The newest version at or below revision R is the first record at or after
+    ``escape_key(key) + ~R``. A delete stores a tombstone (flag bit 0, no value).
+``rev``   ``main + sub`` -> ``escape_key(key)``
+    The change log in revision order: a watch catching up is one cursor scan from its start
+    revision, looking each change up in ``hist`` (and the version after it for ``prev_kv``).
+``meta``  ``rev`` (current main revision, starting at 1), ``compact`` (compacted revision).
+
+Compaction at C keeps, per key, the newest version at or below C unless it is a tombstone,
+removes all older versions, and drops ``rev`` records below C.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+
+from raftkv.kv.backend import HIST, META, REV, KVBackend, ReadTxn, WriteTxn
+from raftkv.kv.errors import CompactedRevisionError, FutureRevisionError, KeyNotFoundError
+from raftkv.kv.keys import escape_key, normalize_end, unescape_key, validate_request
+from raftkv.kv.types import (
+    CompactionRequest,
+    CompactionResponse,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    Event,
+    EventType,
+    HashKVResult,
+    KeyValue,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    Request,
+    RequestOp,
+    Response,
+    ResponseOp,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    TxnResponse,
+    WatchBatch,
+)
+
+__all__ = ["MVCCStore"]
+
+_MAX = (1 << 64) - 1
+_REV = struct.Struct(">QQ")
+_U64 = struct.Struct(">Q")
+_VAL = struct.Struct(">BQQq")  # flags, create_revision, version, lease
+_TOMBSTONE = 1
+_SKIP_AFTER = 4
+"""Older versions of one key to step over before seeking past them instead."""
+
+_K_REV = b"rev"
+_K_COMPACT = b"compact"
+
+
+def _inv(main: int, sub: int) -> bytes:
+    return _REV.pack(_MAX - main, _MAX - sub)
+
+
+def _main_of(hkey: bytes) -> int:
+    return _MAX - int(_U64.unpack_from(hkey, len(hkey) - 16)[0])
+
+
+def _hist_value(create: int, version: int, lease: int, value: bytes) -> bytes:
+    return _VAL.pack(0, create, version, lease) + value
+
+
+_TOMB_VALUE = _VAL.pack(_TOMBSTONE, 0, 0, 0)
+
+
+def _kv(user_key: bytes, hkey: bytes, hval: bytes, keys_only: bool = False) -> KeyValue:
+    _, create, version, lease = _VAL.unpack_from(hval)
+    value = b"" if keys_only else hval[_VAL.size :]
+    return KeyValue(user_key, create, _main_of(hkey), version, value, lease)
+
+
+def _is_tomb(hval: bytes) -> bool:
+    return bool(hval[0] & _TOMBSTONE)
+
+
+def _get_u64(txn: ReadTxn, key: bytes, default: int) -> int:
+    raw = txn.get(META, key)
+    return default if raw is None else int(_U64.unpack(raw)[0])
+
+
+def visible(
+    txn: ReadTxn, key: bytes, range_end: bytes, rev: int
+) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """``(escaped key, hist key, hist value)`` of each key live at ``rev``, in key order."""
+    start, end = normalize_end(key, range_end)
+    end_esc = None if end is None else escape_key(end)
+    seek_rev = _REV.pack(_MAX - rev, 0)
+    pos = escape_key(start)
+    while True:
+        restarted = False
+        decided: bytes | None = None
+        same = 0
+        for hk, hv in txn.scan(HIST, pos, end_esc):
+            k_esc = hk[:-16]
+            if k_esc == decided:
+                same += 1
+                if same > _SKIP_AFTER:
+                    pos = k_esc + b"\xff" * 17
+                    restarted = True
+                    break
+                continue
+            if _main_of(hk) > rev:
+                # Newer than the read revision: seek to this key's newest version <= rev.
+                pos = k_esc + seek_rev
+                if hk >= pos:
+                    pos = k_esc + b"\xff" * 17
+                restarted = True
+                decided = None
+                break
+            decided, same = k_esc, 0
+            if not _is_tomb(hv):
+                yield k_esc, hk, hv
+        if not restarted:
+            return
+
+
+def _latest(txn: ReadTxn, k_esc: bytes) -> tuple[bytes, bytes] | None:
+    """The newest record of a key (possibly a tombstone), or None if it never existed."""
+    for hk, hv in txn.scan(HIST, k_esc):
+        return (hk, hv) if hk[:-16] == k_esc else None
+    return None
+
+
+def _live(txn: ReadTxn, k_esc: bytes) -> tuple[bytes, bytes] | None:
+    rec = _latest(txn, k_esc)
+    return None if rec is None or _is_tomb(rec[1]) else rec
+
+
+class MVCCStore:
+    """Reads open their own transaction; writes run inside the caller's write transaction."""
+
+    def __init__(self, backend: KVBackend) -> None:
+        self.backend = backend
+
+    # -- revisions ------------------------------------------------------------------------------
+
+    @staticmethod
+    def current_revision_in(txn: ReadTxn) -> int:
+        return _get_u64(txn, _K_REV, 1)
+
+    @staticmethod
+    def compacted_revision_in(txn: ReadTxn) -> int:
+        return _get_u64(txn, _K_COMPACT, 0)
+
+    def current_revision(self) -> int:
+        with self.backend.read() as txn:
+            return self.current_revision_in(txn)
+
+    def compacted_revision(self) -> int:
+        with self.backend.read() as txn:
+            return self.compacted_revision_in(txn)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def range(self, req: RangeRequest) -> RangeResponse:
+        validate_request(req)
+        with self.backend.read() as txn:
+            cur = self.current_revision_in(txn)
+            return range_in(txn, req, cur, cur, self.compacted_revision_in(txn))
+
+    def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
+        resp = self.range(RangeRequest(key, revision=revision))
+        return resp.kvs[0] if resp.kvs else None
+
+    def events(
+        self,
+        start_revision: int,
+        key: bytes,
+        range_end: bytes = b"",
+        *,
+        prev_kv: bool = False,
+        max_events: int = 1000,
+    ) -> WatchBatch:
+        """History events with revision >= ``start_revision`` for keys in the range.
+
+        At most about ``max_events`` (never splitting a revision). If ``start_revision`` is
+        below the compacted revision the batch is empty and ``compact_revision`` is set.
+        """
+        with self.backend.read() as txn:
+            cur = self.current_revision_in(txn)
+            compacted = self.compacted_revision_in(txn)
+            if start_revision < compacted:
+                return WatchBatch((), start_revision, compact_revision=compacted)
+            start_revision = max(start_revision, 1)
+            start, end = normalize_end(key, range_end)
+            lo, hi = escape_key(start), None if end is None else escape_key(end)
+            out: list[Event] = []
+            last_main = start_revision - 1
+            for rk, k_esc in txn.scan(REV, _REV.pack(start_revision, 0)):
+                main, sub = _REV.unpack(rk)
+                if len(out) >= max_events and main != last_main:
+                    return WatchBatch(tuple(out), main)
+                last_main = main
+                if k_esc < lo or (hi is not None and k_esc >= hi):
+                    continue
+                ev = _event(txn, k_esc, main, sub, prev_kv)
+                if ev is not None:
+                    out.append(ev)
+            return WatchBatch(tuple(out), cur + 1)
+
+    def hash_kv(self, revision: int = 0) -> HashKVResult:
+        """CRC-32 over every stored version at or below ``revision`` (HashKV)."""
+        with self.backend.read() as txn:
+            cur = self.current_revision_in(txn)
+            compacted = self.compacted_revision_in(txn)
+            rev = cur if revision <= 0 else revision
+            if rev > cur:
+                raise FutureRevisionError()
+            if rev < compacted:
+                raise CompactedRevisionError()
+            h = zlib.crc32(b"raftkv-hashkv")
+            for hk, hv in txn.scan(HIST, b""):
+                if _main_of(hk) <= rev:
+                    h = zlib.crc32(hv, zlib.crc32(hk, h))
+            return HashKVResult(h, compacted, rev)
+
+    # -- writes (inside the caller's write transaction) -----------------------------------------
+
+    def apply_in(self, txn: WriteTxn, req: Request) -> Response:
+        """Execute one validated request. Raises a KVError with no effects on failure."""
+        w = _Writer(txn)
+        if isinstance(req, RangeRequest):
+            return range_in(txn, req, w.cur, w.cur, w.compacted)
+        if isinstance(req, CompactionRequest):
+            return w.compact(req.revision)
+        if isinstance(req, PutRequest):
+            missing = req.ignore_value or req.ignore_lease
+            if missing and _live(txn, escape_key(req.key)) is None:
+                raise KeyNotFoundError()
+            resp: Response = w.put(req)
+        elif isinstance(req, DeleteRangeRequest):
+            resp = w.delete_range(req)
+        else:
+            path = _compare_path(txn, req, w.cur)
+            _precheck(txn, req, path, w.cur, w.compacted)
+            resp = w.run_txn(req, path)
+        return w.finish(resp)
+
+
+def _event(txn: ReadTxn, k_esc: bytes, main: int, sub: int, prev_kv: bool) -> Event | None:
+    hk = k_esc + _inv(main, sub)
+    user_key = unescape_key(k_esc)
+    prev: KeyValue | None = None
+    rec: tuple[bytes, bytes] | None = None
+    for n, (k, v) in enumerate(txn.scan(HIST, hk)):
+        if n == 0:
+            if k != hk:
+                return None  # removed by compaction
+            rec = (k, v)
+            if not prev_kv:
+                break
+            continue
+        if k[:-16] == k_esc and not _is_tomb(v):
+            prev = _kv(user_key, k, v)
+        break
+    if rec is None:
+        return None
+    if _is_tomb(rec[1]):
+        return Event(EventType.DELETE, KeyValue(user_key, mod_revision=main), prev, sub)
+    return Event(EventType.PUT, _kv(user_key, *rec), prev, sub)
+
+
+def range_in(
+    txn: ReadTxn, req: RangeRequest, cur: int, view_rev: int, compacted: int
+) -> RangeResponse:
+    """etcd's Range: ``cur`` is reported, ``view_rev`` is what "latest" reads (a txn's writes)."""
+    rev = req.revision
+    if rev > view_rev:
+        raise FutureRevisionError()
+    if rev <= 0:
+        rev = view_rev
+    if rev < compacted:
+        raise CompactedRevisionError()
+    filtered = bool(
+        req.min_mod_revision
+        or req.max_mod_revision
+        or req.min_create_revision
+        or req.max_create_revision
+    )
+    fetch = 0 if (req.sort_order != SortOrder.NONE or filtered) else req.limit
+    fetch = fetch + 1 if fetch > 0 else 0
+    kvs: list[KeyValue] = []
+    total = 0
+    for k_esc, hk, hv in visible(txn, req.key, req.range_end, rev):
+        total += 1
+        if not req.count_only and (fetch == 0 or len(kvs) < fetch):
+            kvs.append(_kv(unescape_key(k_esc), hk, hv, req.keys_only))
+    if req.count_only:
+        return RangeResponse(cur, (), False, total)
+    if filtered:
+        kvs = [kv for kv in kvs if _passes(req, kv)]
+    kvs = _sorted(kvs, req.sort_order, req.sort_target)
+    more = False
+    if req.limit > 0 and len(kvs) > req.limit:
+        kvs, more = kvs[: req.limit], True
+    return RangeResponse(cur, tuple(kvs), more, total)
+
+
+def _passes(req: RangeRequest, kv: KeyValue) -> bool:
+    if req.min_mod_revision and kv.mod_revision < req.min_mod_revision:
+        return False
+    if req.max_mod_revision and kv.mod_revision > req.max_mod_revision:
+        return False
+    if req.min_create_revision and kv.create_revision < req.min_create_revision:
+        return False
+    return not (req.max_create_revision and kv.create_revision > req.max_create_revision)
+
+
+def _sorted(kvs: list[KeyValue], order: SortOrder, target: SortTarget) -> list[KeyValue]:
+    # Results come in ascending key order: ASCEND by KEY needs no work; NONE with another
+    # target means ASCEND (as etcd does). Ties keep key order (a stable sort).
+    if target != SortTarget.KEY and order == SortOrder.NONE:
+        order = SortOrder.ASCEND
+    if order == SortOrder.NONE or (target == SortTarget.KEY and order == SortOrder.ASCEND):
+        return kvs
+    desc = order == SortOrder.DESCEND
+    if target == SortTarget.KEY:
+        return kvs[::-1]
+    if target == SortTarget.VERSION:
+        return sorted(kvs, key=lambda kv: kv.version, reverse=desc)
+    if target == SortTarget.CREATE:
+        return sorted(kvs, key=lambda kv: kv.create_revision, reverse=desc)
+    if target == SortTarget.MOD:
+        return sorted(kvs, key=lambda kv: kv.mod_revision, reverse=desc)
+    return sorted(kvs, key=lambda kv: kv.value, reverse=desc)
+
+
+# -- txn helpers ----------------------------------------------------------------------------------
+
+
+def _compare_one(c: Compare, kv: KeyValue) -> bool:
+    if c.target == CompareTarget.VALUE:
+        diff = (kv.value > c.value) - (kv.value < c.value)
+    elif c.target == CompareTarget.VERSION:
+        diff = kv.version - c.version
+    elif c.target == CompareTarget.CREATE:
+        diff = kv.create_revision - c.create_revision
+    elif c.target == CompareTarget.MOD:
+        diff = kv.mod_revision - c.mod_revision
+    else:
+        diff = kv.lease - c.lease
+    if c.result == CompareResult.EQUAL:
+        return diff == 0
+    if c.result == CompareResult.NOT_EQUAL:
+        return diff != 0
+    if c.result == CompareResult.GREATER:
+        return diff > 0
+    return diff < 0
+
+
+def evaluate_compare(txn: ReadTxn, c: Compare, rev: int) -> bool:
+    """True if every key in the compare's range passes it (etcd's applyCompare)."""
+    found = False
+    for k_esc, hk, hv in visible(txn, c.key, c.range_end, rev):
+        found = True
+        if not _compare_one(c, _kv(unescape_key(k_esc), hk, hv)):
+            return False
+    if not found:
+        # A missing key compares as the zero KeyValue, except that VALUE always fails.
+        return c.target != CompareTarget.VALUE and _compare_one(c, KeyValue(c.key))
+    return True
+
+
+def _compare_path(txn: ReadTxn, req: TxnRequest, rev: int) -> list[bool]:
+    """Every compare outcome, outer then nested in execution order, all read before writing."""
+    path: list[bool] = []
+
+    def walk(t: TxnRequest) -> None:
+        ok = all(evaluate_compare(txn, c, rev) for c in t.compare)
+        path.append(ok)
+        for op in t.success if ok else t.failure:
+            if isinstance(op, TxnRequest):
+                walk(op)
+
+    walk(req)
+    return path
+
+
+def _precheck(
+    txn: ReadTxn, req: TxnRequest, path: Sequence[bool], cur: int, compacted: int
+) -> None:
+    """Errors that fail a whole txn before it writes anything (etcd's checkRequests)."""
+    it = iter(path)
+
+    def walk(t: TxnRequest) -> None:
+        for op in t.success if next(it) else t.failure:
+            if isinstance(op, TxnRequest):
+                walk(op)
+            elif isinstance(op, PutRequest) and (op.ignore_value or op.ignore_lease):
+                if _live(txn, escape_key(op.key)) is None:
+                    raise KeyNotFoundError()
+            elif isinstance(op, RangeRequest):
+                if op.revision > cur:
+                    raise FutureRevisionError()
+                if 0 < op.revision < compacted:
+                    raise CompactedRevisionError()
+
+    walk(req)
+
+
+class _Writer:
+    """One request's writes: every change gets revision (cur + 1, sub)."""
+
+    def __init__(self, txn: WriteTxn) -> None:
+        self.wtxn = txn
+        self.cur = MVCCStore.current_revision_in(txn)
+        self.compacted = MVCCStore.compacted_revision_in(txn)
+        self.main = self.cur + 1
+        self.sub = 0
+
+    def _record(self, k_esc: bytes, value: bytes) -> None:
+        self.wtxn.put(HIST, k_esc + _inv(self.main, self.sub), value)
+        self.wtxn.put(REV, _REV.pack(self.main, self.sub), k_esc)
+        self.sub += 1
+
+    def finish(self, resp: Response) -> Response:
+        if self.sub:
+            self.wtxn.put(META, _K_REV, _U64.pack(self.main))
+        return resp
+
+    @property
+    def view_rev(self) -> int:
+        return self.main if self.sub else self.cur
+
+    def put(self, req: PutRequest) -> PutResponse:
+        k_esc = escape_key(req.key)
+        prev = _live(self.wtxn, k_esc)
+        prev_kv = None if prev is None else _kv(req.key, *prev)
+        if prev_kv is None:
+            create, version = self.main, 1
+        else:
+            create, version = prev_kv.create_revision, prev_kv.version + 1
+        value = prev_kv.value if req.ignore_value and prev_kv else req.value
+        lease = prev_kv.lease if req.ignore_lease and prev_kv else req.lease
+        self._record(k_esc, _hist_value(create, version, lease, value))
+        return PutResponse(self.main, prev_kv if req.prev_kv else None)
+
+    def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
+        doomed = [
+            (k_esc, _kv(unescape_key(k_esc), hk, hv))
+            for k_esc, hk, hv in visible(self.wtxn, req.key, req.range_end, self.view_rev)
+        ]
+        for k_esc, _ in doomed:
+            self._record(k_esc, _TOMB_VALUE)
+        rev = self.main if self.sub else self.cur
+        prevs = tuple(kv for _, kv in doomed) if req.prev_kv else ()
+        return DeleteRangeResponse(rev, len(doomed), prevs)
+
+    def run_txn(self, req: TxnRequest, path: Sequence[bool]) -> TxnResponse:
+        it = iter(path)
+
+        def run(t: TxnRequest) -> TxnResponse:
+            ok = next(it)
+            out: list[ResponseOp] = []
+            for op in t.success if ok else t.failure:
+                out.append(self._op(op, run))
+            return TxnResponse(0, ok, tuple(out))
+
+        resp = run(req)
+        return _stamp(resp, self.main if self.sub else self.cur)
+
+    def _op(self, op: RequestOp, run: Callable[[TxnRequest], TxnResponse]) -> ResponseOp:
+        if isinstance(op, RangeRequest):
+            return range_in(self.wtxn, op, self.view_rev, self.view_rev, self.compacted)
+        if isinstance(op, PutRequest):
+            return self.put(op)
+        if isinstance(op, DeleteRangeRequest):
+            return self.delete_range(op)
+        return run(op)
+
+    def compact(self, revision: int) -> CompactionResponse:
+        if revision <= self.compacted:
+            raise CompactedRevisionError()
+        if revision > self.cur:
+            raise FutureRevisionError()
+        compact_in(self.wtxn, revision)
+        return CompactionResponse(self.cur)
+
+
+def _stamp(resp: TxnResponse, rev: int) -> TxnResponse:
+    """Give the txn and its write responses the txn's final revision, as etcd's header does."""
+    out: list[ResponseOp] = []
+    for r in resp.responses:
+        if isinstance(r, TxnResponse):
+            out.append(_stamp(r, rev))
+        elif isinstance(r, PutResponse):
+            out.append(PutResponse(rev, r.prev_kv))
+        elif isinstance(r, DeleteRangeResponse):
+            out.append(DeleteRangeResponse(rev, r.deleted, r.prev_kvs))
+        else:
+            out.append(RangeResponse(rev, r.kvs, r.more, r.count))
+    return TxnResponse(rev, resp.succeeded, tuple(out))
+
+
+def compact_in(txn: WriteTxn, revision: int) -> int:
+    """Drop versions superseded at ``revision``; returns how many records were removed."""
+    seek = _REV.pack(_MAX - revision, 0)
+    end_rev = _REV.pack(revision + 1, 0)
+    removed = 0
+    doomed_revs: list[bytes] = []
+    for _rk, k_esc in txn.scan(REV, b"", end_rev):
+        # The newest version <= revision survives unless it is a tombstone.
+        kept = None
+        older: list[bytes] = []
+        for hk, hv in txn.scan(HIST, k_esc + seek):
+            if hk[:-16] != k_esc:
+                break
+            if kept is None:
+                kept = hk
+                if _is_tomb(hv):
+                    older.append(hk)
+                continue
+            older.append(hk)
+        for hk in older:
+            txn.delete(HIST, hk)
+            removed += 1
+            if _main_of(hk) == revision:
+                doomed_revs.append(_REV.pack(revision, _MAX - int(_U64.unpack(hk[-8:])[0])))
+    removed += txn.delete_range(REV, b"", _REV.pack(revision, 0))
+    for rk in doomed_revs:
+        txn.delete(REV, rk)
+    txn.put(META, _K_COMPACT, _U64.pack(revision))
+    return removed
