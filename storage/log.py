@@ -13,9 +13,17 @@ Layout (one LMDB environment in its own directory, file ``data.mdb``):
                    first entry in the log is ``offset.index + 1``; ``term(offset.index)`` works.
     ``snapshot``   ``crc32 | index | term | voters | learners | data``.
 
-Durability: the environment is opened with LMDB's ``sync`` off. Every ``save`` is one write
-transaction (atomic, isolated), and when ``sync=True`` the commit is followed by one explicit
-``env.sync(True)``: one fsync per batch, however many entries it carries (group commit).
+Durability: every ``save`` is one write transaction (atomic and isolated) with one durable
+commit, however many entries it carries (group commit). Two modes:
+
+``durability="full"`` (default)
+    LMDB's own synchronous commit: data pages are flushed, then the meta page. Safe against
+    power loss; every commit is durable (``sync=False`` is honoured as "at least as durable").
+``durability="fast"``
+    LMDB's ``sync`` is off and ``sync=True`` commits are followed by one ``env.sync(True)``: one
+    flush instead of two. Safe against process crashes (SIGKILL); after a power loss in the
+    window between commit and flush, LMDB's meta page may point at unflushed pages, which the
+    startup verification reports as corruption rather than serving.
 """
 
 from __future__ import annotations
@@ -110,7 +118,11 @@ class LmdbRaftLog:
         *,
         map_size_bytes: int = DEFAULT_LOG_MAP_SIZE_BYTES,
         verify: bool = True,
+        durability: str = "full",
     ) -> None:
+        if durability not in ("full", "fast"):
+            raise ValueError(f"durability must be 'full' or 'fast', not {durability!r}")
+        self._fast = durability == "fast"
         self._dir = Path(path)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._file = str(self._dir / "data.mdb")
@@ -119,8 +131,8 @@ class LmdbRaftLog:
                 str(self._dir),
                 map_size=map_size_bytes,
                 max_dbs=4,
-                sync=False,
-                metasync=False,
+                sync=not self._fast,
+                metasync=True,
                 readahead=False,
                 max_readers=256,
             )
@@ -356,7 +368,7 @@ class LmdbRaftLog:
                     _sealed(_HARD_STATE, hard_state.term, hard_state.vote, hard_state.commit),
                     db=self._meta_db,
                 )
-        if sync:
+        if sync and self._fast:
             self._env.sync(True)
         self._publish(state)
         if hard_state is not None:
@@ -427,7 +439,7 @@ class LmdbRaftLog:
         snap = Snapshot(SnapshotMeta(index, self.term(index), conf_state), data)
         with self._env.begin(write=True, db=self._meta_db) as txn:
             txn.put(_K_SNAPSHOT, _encode_snapshot(snap))
-        if sync:
+        if sync and self._fast:
             self._env.sync(True)
         self._snapshot = snap
         return snap
@@ -446,7 +458,7 @@ class LmdbRaftLog:
             while positioned and cur.key() <= end:
                 positioned = cur.delete()
             txn.put(_K_OFFSET, _sealed(_OFFSET, index, term), db=self._meta_db)
-        if sync:
+        if sync and self._fast:
             self._env.sync(True)
         self._offset_term = term
         self._offset = index
