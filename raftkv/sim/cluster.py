@@ -1,0 +1,528 @@
+"""SimCluster: a whole simulated raftkv cluster, its clients, and the action menu that drives it.
+
+Every action is a method (``tick_node``, ``deliver``, ``crash``, ``client_op``, ...), so the
+seeded runner, a scripted test and the hypothesis state machine drive the same code. A *global
+tick* (``run_tick``) is the seeded runner's step: it gathers the enabled actions of that tick
+(every live node's clock tick and pipeline run, every message falling due, idle clients that
+decide to act, and the fault scheduler), shuffles them, and runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.errors import NotLeader, ProposalDropped, RaftKVError
+from raftkv.raft.messages import InstallSnapshot, Message, VoteResponse
+from raftkv.raft.ready import Ready
+from raftkv.raft.types import ConfState, Entry, Index, NodeId, Role, Snapshot, Term
+from raftkv.sim.chooser import Chooser, pick
+from raftkv.sim.invariants import InvariantChecker
+from raftkv.sim.kv import encode_cas, encode_put
+from raftkv.sim.network import SimNetwork, make_partition
+from raftkv.sim.node import SimNode, SimulationError
+from raftkv.sim.options import SimOptions
+from raftkv.testing.history import History, OpKind
+from raftkv.testing.linearizability import CheckResult, check_history
+
+__all__ = ["Client", "PendingOp", "SimCluster"]
+
+
+@dataclass(slots=True)
+class PendingOp:
+    request_id: int
+    client: Client
+    handle: int
+    kind: OpKind
+    key: str
+    node: NodeId
+    deadline: int
+
+
+@dataclass(slots=True)
+class Client:
+    """A Jepsen-style client: one op outstanding at most; a new process id after an info."""
+
+    id: int
+    process: int
+    hint: NodeId = 0
+    op: PendingOp | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    ticks: int = 0
+    elections: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    partitions: int = 0
+    snapshots_installed: int = 0
+    applied: int = 0
+    ops_ok: int = 0
+    ops_fail: int = 0
+    ops_info: int = 0
+
+
+class SimCluster:
+    def __init__(self, opts: SimOptions, chooser: Chooser, *, auto_faults: bool = True) -> None:
+        self.opts = opts
+        self.chooser = chooser
+        self.auto_faults = auto_faults
+        self.ids: tuple[NodeId, ...] = tuple(range(1, opts.nodes + 1))
+        self.conf_state = ConfState(voters=self.ids)
+        self.network = SimNetwork(
+            chooser,
+            drop_prob=opts.drop_prob,
+            dup_prob=opts.dup_prob,
+            delay_min=opts.delay_min_ticks,
+            delay_max=opts.delay_max_ticks,
+        )
+        if opts.report_transport:
+            self.network.on_drop = self._transport_drop
+        self.checker = InvariantChecker(len(self.ids))
+        self.now = 0
+        self.stats = Stats()
+        self._trace = hashlib.sha256()
+        self.recent: list[str] = []
+        """The last actions, for failure reports."""
+        self.pause_prob = opts.pause_prob
+        self.skip_prob = opts.tick_skip_prob
+        self.double_prob = opts.tick_double_prob
+        self.op_prob = opts.op_prob
+        self.partition_until = 0
+        self.restart_at: dict[NodeId, int] = {}
+        self.roles: dict[NodeId, Role] = {}
+        self.nodes: list[SimNode] = [
+            SimNode(i, self.conf_state, opts, chooser, self) for i in self.ids
+        ]
+        self.by_id: dict[NodeId, SimNode] = {n.id: n for n in self.nodes}
+        # -- clients -------------------------------------------------------------------------
+        self.history = History()
+        self.htime = 0
+        self.clients = [Client(i, i) for i in range(opts.clients)]
+        self.next_process = opts.clients
+        self.pending: dict[int, PendingOp] = {}
+        self.next_request = 1
+        self.next_value = 1
+        self.keys = tuple(f"k{i}" for i in range(opts.keys))
+        self.known: dict[str, list[int]] = {k: [] for k in self.keys}
+
+    # ----------------------------------------------------------------------------- tracing
+
+    def log(self, action: str) -> None:
+        self._trace.update(action.encode())
+        self._trace.update(b"\n")
+        recent = self.recent
+        recent.append(f"t{self.now} {action}")
+        if len(recent) > 400:
+            del recent[:200]
+
+    def trace_hash(self) -> str:
+        return self._trace.hexdigest()
+
+    def fail(self, message: str) -> SimulationError:
+        return SimulationError(f"tick {self.now}: {message}")
+
+    # ----------------------------------------------------------------------------- the step
+
+    def run_tick(self) -> None:
+        """One global tick: every enabled action of this tick, in a random order."""
+        self.now += 1
+        self.network.now = self.now
+        self.stats.ticks += 1
+        chooser = self.chooser
+        items: list[tuple[Callable[[Any], None], Any]] = []
+        for node in self.nodes:
+            if node.alive:
+                items.append((self.tick_node, node))
+                items.append((self.run_pipeline, node))
+        for msg in self.network.pop_due():
+            items.append((self.step_message, msg))
+        op_prob = self.op_prob
+        for client in self.clients:
+            if client.op is None and chooser.chance(op_prob):
+                items.append((self.client_op, client))
+        if self.auto_faults:
+            items.append((self.faults, None))
+        chooser.shuffle(items)
+        for fn, arg in items:
+            fn(arg)
+        order = [n for n in self.nodes if n.alive]
+        chooser.shuffle(order)
+        for node in order:
+            self.run_pipeline(node)
+        self.expire_ops()
+        self._trace.update(f"{self.now}:{len(items)}:{self.network.sent}\n".encode())
+
+    # ----------------------------------------------------------------------------- actions
+
+    def tick_node(self, node: SimNode) -> None:
+        """Advance one node's clock, with drift: sometimes a tick is lost or doubled."""
+        if not node.alive:
+            return
+        chooser = self.chooser
+        if chooser.chance(self.skip_prob):
+            return
+        node.raw.tick()
+        if chooser.chance(self.double_prob):
+            node.raw.tick()
+
+    def step_message(self, msg: Message) -> None:
+        node = self.by_id.get(msg.dst)
+        if node is not None and node.alive:
+            node.raw.step(msg)
+            if self.opts.report_transport and isinstance(msg, InstallSnapshot):
+                sender = self.by_id.get(msg.src)
+                if sender is not None and sender.alive:
+                    sender.raw.report_snapshot(msg.dst, True)
+
+    def _transport_drop(self, msg: Message, cut: bool) -> None:
+        """The transport tells the sender what it knows about a lost message."""
+        sender = self.by_id.get(msg.src)
+        if sender is None or not sender.alive:
+            return
+        if isinstance(msg, InstallSnapshot):
+            sender.raw.report_snapshot(msg.dst, False)
+        elif cut:
+            sender.raw.report_unreachable(msg.dst)
+
+    def deliver(self, k: int) -> None:
+        """Deliver the k-th in-flight message now (scripted / hypothesis runs)."""
+        msg = self.network.take(k)
+        if msg is not None:
+            self.log(f"deliver {type(msg).__name__} {msg.src}>{msg.dst} t{msg.term}")
+            self.step_message(msg)
+
+    def run_pipeline(self, node: SimNode) -> None:
+        node.run(self.pause_prob)
+
+    def settle(self, max_rounds: int = 50) -> None:
+        """Run every live node's pipeline until no node has work."""
+        for _ in range(max_rounds):
+            busy = [n for n in self.nodes if n.alive and n.busy()]
+            if not busy:
+                return
+            for node in busy:
+                node.run(0.0)
+
+    def crash(self, node: SimNode) -> None:
+        if not node.alive:
+            return
+        self.stats.crashes += 1
+        for op in [op for op in self.pending.values() if op.node == node.id]:
+            self._complete_info(op)
+        kept = node.crash()
+        self.roles.pop(node.id, None)
+        self.log(f"crash n{node.id} kept={kept}")
+        self.checker.check_durable([n.disk.durable for n in self.nodes], f"crash of {node.id}")
+
+    def restart(self, node: SimNode) -> None:
+        if node.alive:
+            return
+        self.stats.restarts += 1
+        self.restart_at.pop(node.id, None)
+        node.restart()
+        self.log(f"restart n{node.id}")
+
+    def partition(self, mode: str) -> None:
+        links = make_partition(mode, self.ids, self.chooser)
+        self.network.partition(links)
+        self.stats.partitions += 1
+        self.log(f"partition {mode} {sorted(links)}")
+
+    def heal(self) -> None:
+        self.network.heal()
+        self.partition_until = 0
+        self.log("heal")
+
+    def campaign(self, node: SimNode) -> None:
+        if node.alive:
+            self.log(f"campaign n{node.id}")
+            node.raw.campaign()
+
+    def transfer(self, node: SimNode, target: NodeId) -> None:
+        if node.alive:
+            self.log(f"transfer n{node.id}->{target}")
+            with contextlib.suppress(RaftKVError):
+                node.raw.transfer_leadership(target)
+
+    def faults(self, _: object = None) -> None:
+        """The seeded fault scheduler: partitions, crashes, restarts, elections, transfers."""
+        opts, chooser, now = self.opts, self.chooser, self.now
+        if self.partition_until:
+            if now >= self.partition_until:
+                self.heal()
+        elif chooser.chance(opts.partition_prob):
+            self.partition(pick(chooser, opts.partition_modes))
+            self.partition_until = now + chooser.between(
+                opts.partition_ticks_min, opts.partition_ticks_max
+            )
+        if chooser.chance(opts.crash_prob) and len(self.restart_at) < opts.max_down:
+            live = [n for n in self.nodes if n.alive]
+            if live:
+                victim = pick(chooser, live)
+                self.crash(victim)
+                self.restart_at[victim.id] = now + chooser.between(
+                    opts.down_ticks_min, opts.down_ticks_max
+                )
+        for node_id, when in list(self.restart_at.items()):
+            if when <= now:
+                self.restart(self.by_id[node_id])
+        if chooser.chance(opts.campaign_prob):
+            self.campaign(pick(chooser, self.nodes))
+        if chooser.chance(opts.transfer_prob):
+            self.transfer(pick(chooser, self.nodes), pick(chooser, self.ids))
+
+    # ----------------------------------------------------------------------------- clients
+
+    def _time(self) -> int:
+        self.htime += 1
+        return self.htime
+
+    def client_op(self, client: Client, kind: OpKind | None = None, key: str | None = None) -> None:
+        """The client invokes one op against a node of its choice."""
+        if client.op is not None:
+            return
+        chooser = self.chooser
+        live = [n for n in self.nodes if n.alive]
+        if not live:
+            return
+        hinted = self.by_id.get(client.hint)
+        if hinted is not None and hinted.alive and chooser.chance(self.opts.leader_hint_prob):
+            node = hinted
+        else:
+            node = pick(chooser, live)
+        if kind is None:
+            if chooser.chance(self.opts.read_frac):
+                kind = "read"
+            else:
+                kind = "cas" if chooser.chance(self.opts.cas_frac) else "write"
+        if key is None:
+            key = pick(chooser, self.keys)
+        if kind == "cas" and not self.known[key]:
+            kind = "write"
+        self._invoke(client, node, kind, key)
+
+    def _invoke(self, client: Client, node: SimNode, kind: OpKind, key: str) -> None:
+        rid = self.next_request
+        self.next_request += 1
+        history = self.history
+        data = b""
+        if kind == "read":
+            handle = history.invoke(client.process, "read", key, time=self._time())
+        elif kind == "write":
+            value = self._new_value()
+            handle = history.invoke(client.process, "write", key, value, time=self._time())
+            data = encode_put(rid, key, value)
+        else:
+            value = self._new_value()
+            expected = self._pick_expected(key)
+            handle = history.invoke(client.process, "cas", key, value, expected, time=self._time())
+            data = encode_cas(rid, key, expected, value)
+        try:
+            if kind == "read":
+                node.raw.read_index(str(rid).encode())
+            else:
+                node.raw.propose(data)
+        except ProposalDropped as exc:  # NotLeader included: definitely not appended
+            if isinstance(exc, NotLeader):
+                client.hint = exc.leader
+            history.fail(handle, self._time())
+            self.stats.ops_fail += 1
+            return
+        deadline = self.now + self.opts.op_timeout_ticks
+        op = PendingOp(rid, client, handle, kind, key, node.id, deadline)
+        client.op = op
+        self.pending[rid] = op
+
+    def _new_value(self) -> int:
+        value = self.next_value
+        self.next_value += 1
+        return value
+
+    def _pick_expected(self, key: str) -> int | None:
+        values = self.known[key]
+        if self.chooser.chance(0.7):
+            return values[-1]
+        return pick(self.chooser, values)
+
+    def _learn(self, key: str, value: int | None) -> None:
+        if value is None:
+            return
+        values = self.known[key]
+        if not values or values[-1] != value:
+            values.append(value)
+            if len(values) > 8:
+                del values[0]
+
+    def _finish(self, op: PendingOp) -> None:
+        del self.pending[op.request_id]
+        op.client.op = None
+
+    def _complete_info(self, op: PendingOp) -> None:
+        self._finish(op)
+        self.history.info(op.handle, self._time())
+        self.stats.ops_info += 1
+        client = op.client
+        client.process = self.next_process
+        self.next_process += 1
+
+    def expire_ops(self) -> None:
+        now = self.now
+        for client in self.clients:
+            op = client.op
+            if op is not None and op.deadline <= now:
+                self._complete_info(op)
+
+    # ----------------------------------------------------------------------------- node hooks
+
+    def send(self, msg: Message) -> None:
+        self.network.send(msg)
+
+    def _term_at(self, node: SimNode, rd: Ready | None, index: Index) -> Term | None:
+        """``node``'s log term at ``index``, counting the entries of ``rd`` not yet persisted:
+        None if compacted away, -1 if missing."""
+        if rd is not None and rd.entries and index >= rd.entries[0].index:
+            first = rd.entries[0].index
+            if index - first < len(rd.entries):
+                return rd.entries[index - first].term
+            return -1
+        storage = node.disk.storage
+        if index < storage.first_index() - 1:
+            return None
+        if index > storage.last_index():
+            return -1
+        return storage.term(index)
+
+    def on_ready(self, node: SimNode, rd: Ready) -> None:
+        checker = self.checker
+        hs = rd.hard_state
+        if hs is not None and hs.commit > 0:
+            entry_term = self._term_at(node, rd, hs.commit)
+            if entry_term is not None and entry_term > 0:
+                checker.commit_observed(node.id, hs.term, hs.commit, entry_term)
+        soft = rd.soft_state
+        if soft is None:
+            return
+        role = soft.role
+        self.roles[node.id] = role
+        if role != Role.LEADER:
+            return
+        status = node.raw.status()
+        if status.role != Role.LEADER:
+            return
+        self.stats.elections += 1
+        self.log(f"leader n{node.id} term {status.term}")
+        checker.leader_elected(node.id, status.term)
+        checker.check_leader_log(node.id, status.term, lambda index: self._term_at(node, rd, index))
+
+    def on_persisted(self, node: SimNode, rd: Ready, prev_term: int) -> None:
+        if rd.entries:
+            self.checker.entries_persisted(node.id, rd.entries, prev_term)
+
+    def on_durable(self, node: SimNode) -> None:
+        self.checker.check_durable([n.disk.durable for n in self.nodes], f"sync on {node.id}")
+
+    def on_persisted_sent(self, node: SimNode, msg: Message) -> None:
+        if isinstance(msg, VoteResponse) and msg.granted and not msg.pre_vote:
+            self.checker.vote_granted(node.id, msg.term, msg.dst)
+
+    def on_snapshot_applied(self, node: SimNode, snapshot: Snapshot) -> None:
+        meta = snapshot.meta
+        self.stats.snapshots_installed += 1
+        self.log(f"snapshot-restore n{node.id} {meta.index}")
+        self.checker.snapshot_committed(node.id, meta.index, meta.term, snapshot.data)
+
+    def on_snapshot_taken(self, node: SimNode, snapshot: Snapshot) -> None:
+        meta = snapshot.meta
+        self.checker.snapshot_committed(node.id, meta.index, meta.term, snapshot.data)
+
+    def on_applied(self, node: SimNode, entry: Entry, request_id: int, success: bool) -> None:
+        checker = self.checker
+        before = checker.max_committed
+        checker.entry_applied(node.id, entry)
+        self.stats.applied += 1
+        if checker.max_committed != before:
+            checker.check_durable([n.disk.durable for n in self.nodes], "commit")
+        if request_id == 0:
+            return
+        op = self.pending.get(request_id)
+        if op is None or op.node != node.id:
+            return
+        self._finish(op)
+        time = self._time()
+        if success:
+            self.history.ok(op.handle, time)
+            self.stats.ops_ok += 1
+            self._learn(op.key, node.kv.get(op.key))
+        else:
+            self.history.fail(op.handle, time)
+            self.stats.ops_fail += 1
+
+    def on_read(self, node: SimNode, context: bytes) -> None:
+        op = self.pending.get(int(context))
+        if op is None or op.node != node.id:
+            return
+        self._finish(op)
+        value = node.kv.get(op.key)
+        self.history.ok(op.handle, self._time(), value)
+        self.stats.ops_ok += 1
+        self._learn(op.key, value)
+
+    # ----------------------------------------------------------------------------- the end
+
+    def converge(self, budget: int) -> int:
+        """The liveness phase: stop all faults, heal, restart everything; then require one
+        leader and identical state machines on every node within ``budget`` ticks. Returns
+        the ticks it took."""
+        quiet = self.opts.quiet()
+        self.network.configure(
+            drop_prob=0.0,
+            dup_prob=0.0,
+            delay_min=quiet.delay_min_ticks,
+            delay_max=quiet.delay_max_ticks,
+        )
+        self.heal()
+        for node in self.nodes:
+            self.restart(node)
+        self.restart_at.clear()
+        self.auto_faults = False
+        self.pause_prob = self.skip_prob = self.double_prob = 0.0
+        self.op_prob = 0.0
+        for spent in range(1, budget + 1):
+            self.run_tick()
+            if spent % 5 == 0 and self.converged() is None:
+                return spent
+        raise self.fail(f"no convergence within {budget} ticks: {self.converged()}")
+
+    def converged(self) -> str | None:
+        """None if the cluster has converged, else why not."""
+        statuses = [n.raw.status() for n in self.nodes]
+        leaders = [s for s in statuses if s.role == Role.LEADER]
+        if len(leaders) != 1:
+            return f"{len(leaders)} leaders"
+        lead = leaders[0]
+        for s in statuses:
+            if s.leader != lead.id or s.term != lead.term:
+                return f"node {s.id} follows {s.leader} in term {s.term}"
+        if lead.commit < self.checker.max_committed:
+            return f"leader commit {lead.commit} < committed {self.checker.max_committed}"
+        digests = {n.kv.digest() for n in self.nodes}
+        if len(digests) != 1 or any(n.kv.applied != lead.commit for n in self.nodes):
+            return "state machines differ: " + " | ".join(sorted(digests))[:300]
+        if self.pending:
+            return f"{len(self.pending)} client ops pending"
+        return None
+
+    def check_history(self) -> CheckResult:
+        self.history.finish(self._time())
+        return check_history(self.history.ops())
+
+    def fingerprint(self) -> str:
+        """A digest of the final state, folded into the trace hash."""
+        parts = [f"{n.id}:{n.kv.digest()}:{n.disk.durable.last_index()}" for n in self.nodes]
+        self.log("final " + " ".join(parts))
+        return self.trace_hash()

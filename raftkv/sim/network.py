@@ -1,0 +1,178 @@
+"""SimNetwork: a pool of in-flight messages with drop, duplicate, delay and partitions.
+
+A message sent at tick ``t`` becomes due at ``t + delay`` (delay drawn per copy), so copies and
+messages with different delays overtake each other; the cluster also delivers the messages that
+fall due in one tick in a random order. A partition is a set of cut directed links; a message on
+a cut link is dropped both when sent and when it falls due. In-flight messages survive crashes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+
+from raftkv.raft.messages import Message
+from raftkv.raft.types import NodeId
+from raftkv.sim.chooser import Chooser, pick
+
+__all__ = ["Link", "SimNetwork", "make_partition"]
+
+Link = tuple[NodeId, NodeId]
+"""A directed link (src, dst)."""
+
+
+def make_partition(mode: str, nodes: Sequence[NodeId], chooser: Chooser) -> frozenset[Link]:
+    """The cut links of a fresh partition of ``mode`` (see options.PARTITION_MODES)."""
+    n = len(nodes)
+    if n < 2:
+        return frozenset()
+    if mode == "isolate":
+        lone = pick(chooser, nodes)
+        side = [lone]
+    elif mode == "halves":
+        order = list(nodes)
+        chooser.shuffle(order)
+        side = order[: chooser.between(1, n - 1)]
+    elif mode == "oneway":
+        links = [(a, b) for a in nodes for b in nodes if a != b]
+        cut = [link for link in links if chooser.chance(0.4)]
+        if not cut:
+            cut = [pick(chooser, links)]
+        return frozenset(cut)
+    else:
+        raise ValueError(f"unknown partition mode {mode!r}")
+    other = [x for x in nodes if x not in side]
+    return frozenset([(a, b) for a in side for b in other] + [(b, a) for a in side for b in other])
+
+
+class SimNetwork:
+    __slots__ = (
+        "_heap",
+        "_seq",
+        "blocked",
+        "chooser",
+        "delay_max",
+        "delay_min",
+        "delivered",
+        "drop_prob",
+        "dropped",
+        "dup_prob",
+        "duplicated",
+        "now",
+        "on_drop",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        chooser: Chooser,
+        *,
+        drop_prob: float = 0.0,
+        dup_prob: float = 0.0,
+        delay_min: int = 1,
+        delay_max: int = 1,
+    ) -> None:
+        if not 1 <= delay_min <= delay_max:
+            raise ValueError(f"bad delay range [{delay_min}, {delay_max}]")
+        self.chooser = chooser
+        self.drop_prob = drop_prob
+        self.dup_prob = dup_prob
+        self.delay_min = delay_min
+        self.delay_max = delay_max
+        self.blocked: frozenset[Link] = frozenset()
+        self.now = 0
+        self._heap: list[tuple[int, int, Message]] = []
+        self._seq = 0
+        self.sent = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.duplicated = 0
+        self.on_drop: Callable[[Message, bool], None] | None = None
+        """Called with (message, cut) for every dropped message; ``cut``: by a partition."""
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def configure(
+        self, *, drop_prob: float, dup_prob: float, delay_min: int, delay_max: int
+    ) -> None:
+        self.drop_prob = drop_prob
+        self.dup_prob = dup_prob
+        self.delay_min = delay_min
+        self.delay_max = delay_max
+
+    def _enqueue(self, msg: Message) -> None:
+        lo, hi = self.delay_min, self.delay_max
+        delay = lo if lo == hi else lo + self.chooser.below(hi - lo + 1)
+        self._seq += 1
+        heapq.heappush(self._heap, (self.now + delay, self._seq, msg))
+
+    def send(self, msg: Message) -> None:
+        self.sent += 1
+        cut = (msg.src, msg.dst) in self.blocked
+        if cut or self.chooser.chance(self.drop_prob):
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(msg, cut)
+            return
+        self._enqueue(msg)
+        if self.chooser.chance(self.dup_prob):
+            self.duplicated += 1
+            self._enqueue(msg)
+
+    def pop_due(self) -> list[Message]:
+        """Remove and return the messages due by ``now`` whose link is not cut."""
+        heap = self._heap
+        now = self.now
+        out: list[Message] = []
+        blocked = self.blocked
+        while heap and heap[0][0] <= now:
+            msg = heapq.heappop(heap)[2]
+            if blocked and (msg.src, msg.dst) in blocked:
+                self.dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop(msg, True)
+            else:
+                out.append(msg)
+        self.delivered += len(out)
+        return out
+
+    # -- explicit control, for scripted and hypothesis-driven runs ------------------------------
+
+    def in_flight(self) -> list[Message]:
+        """Every in-flight message, earliest due first."""
+        return [item[2] for item in sorted(self._heap)[: len(self._heap)]]
+
+    def _remove(self, k: int) -> Message:
+        items = sorted(self._heap)
+        item = items.pop(k)
+        self._heap = items  # a sorted list is a valid heap
+        return item[2]
+
+    def take(self, k: int) -> Message | None:
+        """Remove the k-th in-flight message (see ``in_flight``) for immediate delivery;
+        None if its link is cut (the message is then dropped)."""
+        msg = self._remove(k)
+        if (msg.src, msg.dst) in self.blocked:
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(msg, True)
+            return None
+        self.delivered += 1
+        return msg
+
+    def drop(self, k: int) -> None:
+        msg = self._remove(k)
+        self.dropped += 1
+        if self.on_drop is not None:
+            self.on_drop(msg, False)
+
+    def duplicate(self, k: int) -> None:
+        self.duplicated += 1
+        self._enqueue(sorted(self._heap)[k][2])
+
+    def partition(self, links: frozenset[Link]) -> None:
+        self.blocked = links
+
+    def heal(self) -> None:
+        self.blocked = frozenset()

@@ -1,0 +1,165 @@
+"""SimOptions: every knob of one simulated world, and ``swarm(seed)`` which derives them all.
+
+Swarm testing (TigerBeetle's VOPR ``options_swarm``): instead of one fixed fault mix, each seed
+draws its own world, so some seeds run with heavy message loss and no crashes, others with tiny
+messages and frequent snapshots, and so on. Every parameter is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+
+__all__ = ["PARTITION_MODES", "SimOptions"]
+
+PARTITION_MODES: tuple[str, ...] = ("halves", "isolate", "oneway")
+"""halves: two random sides, cut both ways; isolate: one node cut off both ways;
+oneway: a random set of directed links is cut (asymmetric partitions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    seed: int = 0
+    nodes: int = 3
+    # -- network -----------------------------------------------------------------------------
+    drop_prob: float = 0.0
+    dup_prob: float = 0.0
+    delay_min_ticks: int = 1
+    delay_max_ticks: int = 1
+    report_transport: bool = False
+    """Model a transport that reports failures: a lost InstallSnapshot is reported with
+    ``report_snapshot(False)``, a delivered one with ``True``, a cut link with
+    ``report_unreachable``."""
+    # -- partitions ----------------------------------------------------------------------------
+    partition_prob: float = 0.0
+    """Per tick, while the network is whole: chance that a partition starts."""
+    partition_modes: tuple[str, ...] = PARTITION_MODES
+    partition_ticks_min: int = 10
+    partition_ticks_max: int = 100
+    # -- crashes -------------------------------------------------------------------------------
+    crash_prob: float = 0.0
+    """Per tick: chance that one live node crashes."""
+    max_down: int = 1
+    """At most this many nodes are down at once."""
+    down_ticks_min: int = 5
+    down_ticks_max: int = 50
+    pause_prob: float = 0.0
+    """Chance that a node's Ready pipeline stops between two stages (a crash can then land
+    between them)."""
+    sync_prob: float = 0.0
+    """Chance that a write without ``must_sync`` is fsynced anyway."""
+    # -- clocks --------------------------------------------------------------------------------
+    tick_skip_prob: float = 0.0
+    tick_double_prob: float = 0.0
+    # -- raft ----------------------------------------------------------------------------------
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_size_per_msg_bytes: int = 1024 * 1024
+    max_inflight_msgs: int = 256
+    snapshot_threshold: int = 1000
+    """Take a snapshot once this many entries were applied since the last one."""
+    snapshot_keep: int = 5
+    """Entries kept in the log behind a snapshot."""
+    transfer_prob: float = 0.0
+    campaign_prob: float = 0.0
+    # -- clients -------------------------------------------------------------------------------
+    clients: int = 3
+    keys: int = 2
+    op_prob: float = 0.2
+    """Per tick, per idle client: chance of invoking an op."""
+    read_frac: float = 0.3
+    cas_frac: float = 0.3
+    op_timeout_ticks: int = 60
+    leader_hint_prob: float = 0.8
+    """Chance a client sends its next op to the node a NotLeader answer pointed at."""
+    # -- liveness phase ------------------------------------------------------------------------
+    liveness_ticks: int = 400
+
+    @property
+    def faulty(self) -> bool:
+        return any(
+            p > 0 for p in (self.drop_prob, self.dup_prob, self.partition_prob, self.crash_prob)
+        )
+
+    def quiet(self) -> SimOptions:
+        """The same world with no new faults: for the liveness phase."""
+        return dataclasses.replace(
+            self,
+            drop_prob=0.0,
+            dup_prob=0.0,
+            delay_max_ticks=min(self.delay_max_ticks, 2),
+            delay_min_ticks=min(self.delay_min_ticks, 1),
+            partition_prob=0.0,
+            crash_prob=0.0,
+            pause_prob=0.0,
+            tick_skip_prob=0.0,
+            tick_double_prob=0.0,
+            transfer_prob=0.0,
+            campaign_prob=0.0,
+        )
+
+    def describe(self) -> str:
+        """All parameters, one ``name=value`` per line, in declaration order."""
+        lines = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                lines.append(f"{f.name}={value:.4f}")
+            else:
+                lines.append(f"{f.name}={value}")
+        return "\n".join(lines)
+
+    @classmethod
+    def swarm(cls, seed: int) -> SimOptions:
+        """Derive a whole world from ``seed``. Each fault class is on for only some seeds."""
+        r = random.Random(f"raftkv-swarm-{seed}")
+        nodes = 5 if r.random() < 0.25 else 3
+
+        def maybe(p_on: float, lo: float, hi: float) -> float:
+            return r.uniform(lo, hi) if r.random() < p_on else 0.0
+
+        delay_min = r.randint(1, 2)
+        delay_max = delay_min + r.choice((0, 1, 2, 4, 8))
+        modes = tuple(m for m in PARTITION_MODES if r.random() < 0.6) or (
+            r.choice(PARTITION_MODES),
+        )
+        snapshot_threshold = r.choice((r.randint(5, 50), r.randint(50, 300), 10_000))
+        tiny = r.random() < 0.3
+        return cls(
+            seed=seed,
+            nodes=nodes,
+            drop_prob=maybe(0.7, 0.0, 0.2),
+            dup_prob=maybe(0.5, 0.0, 0.1),
+            delay_min_ticks=delay_min,
+            delay_max_ticks=delay_max,
+            report_transport=r.random() < 0.5,
+            partition_prob=maybe(0.7, 0.002, 0.03),
+            partition_modes=modes,
+            partition_ticks_min=r.randint(5, 30),
+            partition_ticks_max=r.randint(30, 200),
+            crash_prob=maybe(0.7, 0.001, 0.02),
+            max_down=r.randint(1, nodes),
+            down_ticks_min=r.randint(1, 20),
+            down_ticks_max=r.randint(20, 120),
+            pause_prob=maybe(0.6, 0.0, 0.3),
+            sync_prob=r.choice((0.0, 0.0, 0.5, 1.0)),
+            tick_skip_prob=maybe(0.4, 0.0, 0.1),
+            tick_double_prob=maybe(0.4, 0.0, 0.1),
+            election_ticks=10,
+            heartbeat_ticks=r.randint(1, 3),
+            max_size_per_msg_bytes=r.randint(1, 120) if tiny else r.choice((1024, 64 * 1024)),
+            max_inflight_msgs=r.choice((1, 2, 4, 16, 64, 256)),
+            snapshot_threshold=snapshot_threshold,
+            snapshot_keep=r.choice((0, 1, 5, 20)),
+            transfer_prob=maybe(0.3, 0.0, 0.005),
+            campaign_prob=maybe(0.3, 0.0, 0.005),
+            clients=r.randint(3, 6),
+            keys=r.randint(1, 4),
+            op_prob=r.uniform(0.02, 0.3),
+            read_frac=r.uniform(0.1, 0.5),
+            cas_frac=r.uniform(0.0, 0.5),
+            op_timeout_ticks=r.randint(30, 120),
+            leader_hint_prob=r.uniform(0.5, 0.95),
+            liveness_ticks=400,
+        )
