@@ -1,0 +1,1 @@
+"""etcd's users, roles and permissions (proto package ``authpb``)."""

@@ -1,0 +1,1 @@
+"""etcd's v3 client API (proto package ``etcdserverpb``): KV, Watch, Lease, Cluster, and more."""

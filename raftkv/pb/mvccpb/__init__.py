@@ -1,0 +1,1 @@
+"""etcd's stored records and watch events (proto package ``mvccpb``)."""

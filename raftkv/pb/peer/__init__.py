@@ -1,0 +1,1 @@
+"""raftkv's peer protocol (proto package ``raftkv.peer.v1``): Raft messages and snapshots."""

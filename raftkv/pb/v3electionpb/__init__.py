@@ -1,0 +1,1 @@
+"""etcd's election service (proto package ``v3electionpb``)."""

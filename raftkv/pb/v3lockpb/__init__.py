@@ -1,0 +1,1 @@
+"""etcd's lock service (proto package ``v3lockpb``)."""
