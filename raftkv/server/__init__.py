@@ -1,0 +1,1 @@
+"""The asyncio + gRPC shell around the core: node driver, peer transport, etcd API."""
