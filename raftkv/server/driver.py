@@ -1,0 +1,536 @@
+"""NodeDriver: the asyncio shell that owns one RawNode and runs its Ready loop.
+
+Only the event-loop thread touches the RawNode. Disk work (persisting a Ready, applying
+committed entries) runs on one dedicated thread, so LMDB write transactions stay on one thread
+and fsync never blocks the loop. While a Ready is being persisted, new proposals and messages
+keep arriving in the core; the next Ready carries all of them: one fsync per batch (group
+commit), one LMDB transaction per batch of applies, one append message per batch per peer.
+
+Proposal outcomes are honest: a proposal waits for the entry at its index to apply. The same
+term means it applied (its result is returned); another term means it was superseded and will
+never apply (LeaderChangedError); a deadline means the outcome is unknown (RequestTimeoutError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from raftkv_storage.log import LmdbRaftLog
+
+from raftkv.errors import NotLeader, ProposalDropped, SnapshotTemporarilyUnavailable
+from raftkv.kv.codec import Command, encode_command
+from raftkv.kv.errors import KVError
+from raftkv.kv.mvcc import MVCCStore
+from raftkv.kv.state_machine import ApplyResult, KVStateMachine
+from raftkv.kv.types import Request, Response
+from raftkv.raft.config import RaftConfig
+from raftkv.raft.messages import Message
+from raftkv.raft.rawnode import RawNode
+from raftkv.raft.ready import Ready
+from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
+from raftkv.server.api import Member, NodeStatus
+from raftkv.server.errors import (
+    BadLeaderTransfereeError,
+    LeaderChangedError,
+    NoLeaderError,
+    NotLeaderError,
+    RequestTimeoutError,
+    ServerStoppedError,
+)
+
+logger = logging.getLogger(__name__)
+
+_FORWARD_OK = b"\x00"
+_FORWARD_ERR = b"\x01"
+_RECENT_RESULTS = 4096
+_READ_RETRY_S = 0.5
+
+
+class Transport(Protocol):
+    def send(self, messages: Sequence[Message]) -> None: ...
+
+    async def forward(self, to: int, command: bytes, *, timeout_s: float) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DriverConfig:
+    member_id: int
+    cluster_id: int
+    tick_interval_ms: int = 100
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_count: int = 10_000
+    snapshot_catchup_entries: int = 5_000
+    max_inflight_msgs: int = 512
+    max_size_per_msg_bytes: int = 1 << 20
+
+
+@dataclass(slots=True)
+class _Pending:
+    term: int
+    future: asyncio.Future[Response]
+
+
+@dataclass(slots=True)
+class _ReadRound:
+    waiters: list[asyncio.Future[None]]
+    issued_at: float
+
+
+class NodeDriver:
+    """Implements :class:`raftkv.server.api.NodeApi` for one member."""
+
+    def __init__(
+        self,
+        config: DriverConfig,
+        raft_log: LmdbRaftLog,
+        state_machine: KVStateMachine,
+        members: Sequence[Member],
+        *,
+        db_path: Path,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._log = raft_log
+        self._sm = state_machine
+        self._members = tuple(members)
+        self._db_path = db_path
+        self._applied = state_machine.applied_index()
+        raft_config = RaftConfig(
+            node_id=config.member_id,
+            election_ticks=config.election_ticks,
+            heartbeat_ticks=config.heartbeat_ticks,
+            max_inflight_msgs=config.max_inflight_msgs,
+            max_size_per_msg_bytes=config.max_size_per_msg_bytes,
+            applied=self._applied,
+        )
+        self._node = RawNode(raft_config, raft_log, rng or random.Random())
+        self._conf_state = raft_log.initial_state()[1]
+        self._transport: Transport | None = None
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-disk")
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._leader = 0
+        self._term = raft_log.initial_state()[0].term
+        self._role = Role.FOLLOWER
+        self._leader_changed = asyncio.Event()
+        self._pending: dict[int, _Pending] = {}
+        self._recent: deque[tuple[int, int, Response | KVError | None]] = deque()
+        self._recent_by_index: dict[int, tuple[int, Response | KVError | None]] = {}
+        self._request_ids = itertools.count(1)
+        self._read_ctx = itertools.count(1)
+        self._read_batch: list[asyncio.Future[None]] = []
+        self._read_rounds: dict[bytes, _ReadRound] = {}
+        self._read_waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._snapshot_index = _snapshot_index(raft_log)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- wiring and lifecycle ------------------------------------------------------------------
+
+    def attach_transport(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._ready_loop(), name="raftkv-ready"),
+            loop.create_task(self._tick_loop(), name="raftkv-tick"),
+        ]
+
+    async def stop(self, *, transfer_leadership: bool = True) -> None:
+        if self._stopped:
+            return
+        if transfer_leadership and self._role is Role.LEADER:
+            await self._transfer_before_stop()
+        self._stopped = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_all(ServerStoppedError())
+        self._disk.shutdown(wait=True)
+
+    async def _transfer_before_stop(self) -> None:
+        status = self._node.status()
+        followers = [(p.match, n) for n, p in status.progress if n != self.member_id]
+        if not followers:
+            return
+        _, target = max(followers)
+        logger.info("handing leadership to %x before stopping", target)
+        try:
+            await self.move_leader(target, timeout_s=self._election_timeout_s())
+        except KVError as exc:
+            logger.warning("leadership transfer before stop failed: %s", exc)
+
+    def _election_timeout_s(self) -> float:
+        return self.config.election_ticks * self.config.tick_interval_ms / 1000
+
+    # -- inputs from the transport -------------------------------------------------------------
+
+    def deliver(self, messages: Sequence[Message]) -> None:
+        step = self._node.step
+        for msg in messages:
+            step(msg)
+        self._wake.set()
+
+    def report_unreachable(self, member_id: int) -> None:
+        self._node.report_unreachable(member_id)
+
+    def report_snapshot(self, member_id: int, ok: bool) -> None:
+        self._node.report_snapshot(member_id, ok)
+        self._wake.set()
+
+    def snapshot_source(self) -> Iterator[bytes]:
+        return self._sm.snapshot_chunks()
+
+    async def handle_forward(self, command: bytes) -> bytes:
+        """Leader side of a follower's forwarded write: append it, answer (index, term)."""
+        try:
+            index = self._node.propose(command)
+        except NotLeader as exc:
+            return (
+                _FORWARD_ERR + (NotLeaderError.text if exc.leader else NoLeaderError.text).encode()
+            )
+        except ProposalDropped:
+            return _FORWARD_ERR + LeaderChangedError.text.encode()
+        self._wake.set()
+        return _FORWARD_OK + index.to_bytes(8, "big") + self._term.to_bytes(8, "big")
+
+    # -- NodeApi ---------------------------------------------------------------------------------
+
+    @property
+    def member_id(self) -> int:
+        return self.config.member_id
+
+    @property
+    def cluster_id(self) -> int:
+        return self.config.cluster_id
+
+    @property
+    def raft_term(self) -> int:
+        return self._term
+
+    @property
+    def store(self) -> MVCCStore:
+        return self._sm.store
+
+    @property
+    def leader(self) -> int:
+        return self._leader
+
+    def members(self) -> Sequence[Member]:
+        return self._members
+
+    def status(self) -> NodeStatus:
+        st = self._node.status()
+        size = _file_size(self._db_path)
+        return NodeStatus(
+            member_id=self.member_id,
+            cluster_id=self.cluster_id,
+            leader=st.leader,
+            raft_term=st.term,
+            raft_index=st.last_index,
+            raft_applied_index=self._applied,
+            commit_index=st.commit,
+            is_learner=self.member_id in st.conf_state.learners,
+            db_size_bytes=size,
+            db_size_in_use_bytes=size,
+            revision=self.store.current_revision(),
+        )
+
+    async def propose(self, request: Request, *, timeout_s: float) -> Response:
+        if self._stopped:
+            raise ServerStoppedError()
+        deadline = time.monotonic() + timeout_s
+        command = encode_command(Command(next(self._request_ids), request))
+        index, term = await self._append(command, deadline)
+        recent = self._recent_by_index.get(index)
+        if recent is not None:  # applied before the leader's answer reached us
+            return self._outcome(term, recent[0], recent[1])
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[index] = _Pending(term, future)
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise RequestTimeoutError() from None
+        finally:
+            self._pending.pop(index, None)
+
+    async def _append(self, command: bytes, deadline: float) -> tuple[int, int]:
+        while True:
+            if self._role is Role.LEADER:
+                try:
+                    index = self._node.propose(command)
+                except NotLeader:
+                    pass
+                except ProposalDropped:
+                    raise LeaderChangedError() from None
+                else:
+                    self._wake.set()
+                    return index, self._term
+            elif self._leader and self._transport is not None:
+                remaining = deadline - time.monotonic()
+                try:
+                    reply = await self._transport.forward(
+                        self._leader, command, timeout_s=max(0.05, remaining)
+                    )
+                except TimeoutError:
+                    raise RequestTimeoutError() from None
+                except ConnectionError:
+                    reply = _FORWARD_ERR + NoLeaderError.text.encode()
+                if reply[:1] == _FORWARD_OK:
+                    return int.from_bytes(reply[1:9], "big"), int.from_bytes(reply[9:17], "big")
+                text = reply[1:].decode()
+                if text == LeaderChangedError.text:
+                    raise LeaderChangedError()
+            await self._wait_for_leader(deadline)
+
+    async def _wait_for_leader(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NoLeaderError() if not self._leader else RequestTimeoutError()
+        self._leader_changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leader_changed.wait(), min(remaining, 0.05))
+
+    @staticmethod
+    def _outcome(term: int, applied_term: int, result: Response | KVError | None) -> Response:
+        if applied_term != term or result is None:
+            raise LeaderChangedError()
+        if isinstance(result, KVError):
+            raise result
+        return result
+
+    async def linearizable_barrier(self, *, timeout_s: float) -> None:
+        if self._stopped:
+            raise ServerStoppedError()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._read_batch:
+            loop.call_soon(self._issue_read_round)
+        self._read_batch.append(future)
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise (NoLeaderError() if not self._leader else RequestTimeoutError()) from None
+
+    def _issue_read_round(self, waiters: list[asyncio.Future[None]] | None = None) -> None:
+        if waiters is None:
+            waiters, self._read_batch = self._read_batch, []
+        waiters = [w for w in waiters if not w.done()]
+        if not waiters:
+            return
+        context = next(self._read_ctx).to_bytes(8, "big")
+        with contextlib.suppress(NotLeader):  # retried by the tick loop once a leader is known
+            self._node.read_index(context)
+        self._read_rounds[context] = _ReadRound(waiters, time.monotonic())
+        self._wake.set()
+
+    def _retry_stale_reads(self) -> None:
+        now = time.monotonic()
+        for context, rnd in list(self._read_rounds.items()):
+            if now - rnd.issued_at >= _READ_RETRY_S or not any(not w.done() for w in rnd.waiters):
+                del self._read_rounds[context]
+                self._issue_read_round(rnd.waiters)
+
+    async def move_leader(self, target_member_id: int, *, timeout_s: float) -> None:
+        if self._role is not Role.LEADER:
+            raise NotLeaderError()
+        if target_member_id not in self._conf_state.voters:
+            raise BadLeaderTransfereeError()
+        if target_member_id == self.member_id:
+            return
+        self._node.transfer_leadership(target_member_id)
+        self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        while self._leader != target_member_id:
+            if time.monotonic() >= deadline:
+                raise RequestTimeoutError()
+            self._leader_changed.clear()
+            try:
+                await asyncio.wait_for(self._leader_changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                continue
+
+    async def snapshot_stream(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        chunks = self._sm.snapshot_chunks()
+        sentinel = object()
+        while True:
+            chunk = await loop.run_in_executor(None, next, chunks, sentinel)
+            if chunk is sentinel:
+                return
+            assert isinstance(chunk, bytes)
+            yield chunk
+
+    async def defragment(self) -> None:
+        return None  # LMDB reuses freed pages; there is nothing to compact offline.
+
+    # -- the loops ---------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.tick_interval_ms / 1000
+        next_at = time.monotonic()
+        while not self._stopped:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self._node.tick()
+            self._retry_stale_reads()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._node.has_ready() and not self._stopped:
+                rd = self._node.ready()
+                try:
+                    await self._handle_ready(loop, rd)
+                finally:
+                    self._node.advance(rd)
+                await self._maybe_snapshot(loop)
+
+    async def _handle_ready(self, loop: asyncio.AbstractEventLoop, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        if rd.hard_state is not None:
+            self._term = rd.hard_state.term
+        transport = self._transport
+        if transport is not None and rd.messages:
+            transport.send(rd.messages)
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            await loop.run_in_executor(self._disk, self._persist, rd)
+        if transport is not None and rd.persisted_messages:
+            transport.send(rd.persisted_messages)
+        if rd.snapshot is not None:
+            self._applied = max(self._applied, self._sm.applied_index(), rd.snapshot.meta.index)
+            self._conf_state = rd.snapshot.meta.conf_state
+        if rd.committed_entries:
+            results = await loop.run_in_executor(self._disk, self._sm.apply, rd.committed_entries)
+            self._on_applied(rd.committed_entries, results)
+        for read_state in rd.read_states:
+            self._on_read_state(read_state.index, read_state.context)
+        self._release_reads()
+
+    def _persist(self, rd: Ready) -> None:
+        snapshot = rd.snapshot
+        if snapshot is not None:
+            # The state machine first: a crash in between must never leave a log that starts
+            # after what the state machine has applied.
+            path = Path(snapshot.data.decode()) if snapshot.data else None
+            if path is not None and path.exists():
+                with path.open("rb") as f:
+                    self._sm.restore(iter(lambda: f.read(1 << 20), b""))
+                path.unlink()
+            snapshot = Snapshot(snapshot.meta, b"")
+        self._log.save(rd.hard_state, rd.entries, snapshot, sync=rd.must_sync)
+
+    def _on_soft_state(self, leader: int, role: Role) -> None:
+        if leader != self._leader:
+            logger.info("member %x: leader is now %x", self.member_id, leader)
+        self._leader = leader
+        self._role = role
+        self._leader_changed.set()
+
+    def _on_applied(self, entries: Sequence[Entry], results: Sequence[ApplyResult]) -> None:
+        by_index = {r.index: r.result for r in results}
+        for entry in entries:
+            result = by_index.get(entry.index)
+            self._remember(entry.index, entry.term, result)
+            pending = self._pending.pop(entry.index, None)
+            if pending is not None and not pending.future.done():
+                try:
+                    pending.future.set_result(self._outcome(pending.term, entry.term, result))
+                except KVError as exc:
+                    pending.future.set_exception(exc)
+        self._applied = entries[-1].index
+
+    def _remember(self, index: int, term: int, result: Response | KVError | None) -> None:
+        self._recent.append((index, term, result))
+        self._recent_by_index[index] = (term, result)
+        if len(self._recent) > _RECENT_RESULTS:
+            old_index, _, _ = self._recent.popleft()
+            self._recent_by_index.pop(old_index, None)
+
+    def _on_read_state(self, index: int, context: bytes) -> None:
+        rnd = self._read_rounds.pop(context, None)
+        if rnd is None:
+            return
+        for waiter in rnd.waiters:
+            self._read_waiting.append((index, waiter))
+
+    def _release_reads(self) -> None:
+        if not self._read_waiting:
+            return
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for index, waiter in self._read_waiting:
+            if waiter.done():
+                continue
+            if index <= self._applied:
+                waiter.set_result(None)
+            else:
+                still.append((index, waiter))
+        self._read_waiting = still
+
+    async def _maybe_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._applied - self._snapshot_index < self.config.snapshot_count:
+            return
+        index = self._applied
+        conf = self._conf_state
+        keep = self.config.snapshot_catchup_entries
+        await loop.run_in_executor(self._disk, self._take_snapshot, index, conf, keep)
+        self._snapshot_index = index
+
+    def _take_snapshot(self, index: int, conf: ConfState, keep: int) -> None:
+        self._log.create_snapshot(index, conf, b"")
+        if index - keep > self._log.first_index():
+            self._log.compact(index - keep)
+        logger.info("member %x: snapshot at index %d", self.member_id, index)
+
+    def _fail_all(self, error: KVError) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._pending.clear()
+
+
+def bootstrap_log(raft_log: LmdbRaftLog, voters: Sequence[int]) -> None:
+    """Give a brand-new log its membership: every member starts from the same snapshot at
+    (index 1, term 1), so logs agree from the start without a bootstrap election."""
+    if raft_log.last_index() > 0:
+        return
+    conf = ConfState(voters=tuple(sorted(voters)))
+    raft_log.save(
+        HardState(term=1, vote=0, commit=1), (), Snapshot(SnapshotMeta(1, 1, conf), b""), sync=True
+    )
+
+
+def _snapshot_index(raft_log: LmdbRaftLog) -> int:
+    try:
+        return raft_log.snapshot().meta.index
+    except SnapshotTemporarilyUnavailable:
+        return 0
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+__all__ = ["DriverConfig", "NodeDriver", "bootstrap_log"]
