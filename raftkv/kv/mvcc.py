@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 from raftkv.kv.backend import HIST, META, REV, KVBackend, ReadTxn, WriteTxn
 from raftkv.kv.errors import CompactedRevisionError, FutureRevisionError, KeyNotFoundError
@@ -298,10 +299,12 @@ def range_in(
     fetch = fetch + 1 if fetch > 0 else 0
     kvs: list[KeyValue] = []
     total = 0
+    # Values are sorted on before keys_only drops them (etcd strips after sorting).
+    strip_now = req.keys_only and req.sort_target != SortTarget.VALUE
     for k_esc, hk, hv in visible(txn, req.key, req.range_end, rev):
         total += 1
         if not req.count_only and (fetch == 0 or len(kvs) < fetch):
-            kvs.append(_kv(unescape_key(k_esc), hk, hv, req.keys_only))
+            kvs.append(_kv(unescape_key(k_esc), hk, hv, strip_now))
     if req.count_only:
         return RangeResponse(cur, (), False, total)
     if filtered:
@@ -310,6 +313,8 @@ def range_in(
     more = False
     if req.limit > 0 and len(kvs) > req.limit:
         kvs, more = kvs[: req.limit], True
+    if req.keys_only and not strip_now:
+        kvs = [replace(kv, value=b"") for kv in kvs]
     return RangeResponse(cur, tuple(kvs), more, total)
 
 
