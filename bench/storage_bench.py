@@ -105,7 +105,7 @@ def range_latency(path: Path, n: int) -> dict[int, float]:
             lo = n // 2
             req = RangeRequest(b"key/%08d" % lo, b"key/%08d" % (lo + count))
             reps = max(3, 2000 // count)
-            store.range(req)
+            resp = store.range(req)
             start = time.perf_counter()
             for _ in range(reps):
                 resp = store.range(req)
