@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from raftkv_storage.log import LmdbRaftLog
-
 from raftkv.errors import NotLeader, ProposalDropped, SnapshotTemporarilyUnavailable
 from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.errors import KVError
@@ -38,6 +36,7 @@ from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.ready import Ready
+from raftkv.raft.storage import LogStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
 from raftkv.server.api import Member, NodeStatus
 from raftkv.server.errors import (
@@ -55,6 +54,25 @@ _FORWARD_OK = b"\x00"
 _FORWARD_ERR = b"\x01"
 _RECENT_RESULTS = 4096
 _READ_RETRY_S = 0.5
+
+
+class DurableLog(LogStorage, Protocol):
+    """The Raft log the driver writes: the core's read side plus the write side."""
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        *,
+        sync: bool,
+    ) -> None: ...
+
+    def create_snapshot(
+        self, index: int, conf_state: ConfState, data: bytes, *, sync: bool = True
+    ) -> Snapshot: ...
+
+    def compact(self, index: int, *, sync: bool = False) -> None: ...
 
 
 class Transport(Protocol):
@@ -94,7 +112,7 @@ class NodeDriver:
     def __init__(
         self,
         config: DriverConfig,
-        raft_log: LmdbRaftLog,
+        raft_log: DurableLog,
         state_machine: KVStateMachine,
         members: Sequence[Member],
         *,
@@ -508,7 +526,7 @@ class NodeDriver:
         self._pending.clear()
 
 
-def bootstrap_log(raft_log: LmdbRaftLog, voters: Sequence[int]) -> None:
+def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
     """Give a brand-new log its membership: every member starts from the same snapshot at
     (index 1, term 1), so logs agree from the start without a bootstrap election."""
     if raft_log.last_index() > 0:
@@ -519,7 +537,7 @@ def bootstrap_log(raft_log: LmdbRaftLog, voters: Sequence[int]) -> None:
     )
 
 
-def _snapshot_index(raft_log: LmdbRaftLog) -> int:
+def _snapshot_index(raft_log: DurableLog) -> int:
     try:
         return raft_log.snapshot().meta.index
     except SnapshotTemporarilyUnavailable:

@@ -1,0 +1,162 @@
+"""Assemble and run one member: storage, driver, peer transport, and the etcd client API.
+
+Data directory layout (``--data-dir``):
+    member/raft/   the durable Raft log and hard state (LMDB)
+    member/kv/     the MVCC key space (LMDB)
+    member/snap/   snapshots received from the leader, before they are restored
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from raftkv.kv.backend import KVBackend
+from raftkv.kv.state_machine import KVStateMachine
+from raftkv.pb.peer import peer_pb2_grpc
+from raftkv.server.api import Member
+from raftkv.server.config import ServerConfig, host_port
+from raftkv.server.driver import DriverConfig, DurableLog, NodeDriver, bootstrap_log
+from raftkv.server.grpc_server import add_client_services, client_server_options
+from raftkv.server.transport import GrpcTransport, PeerService
+
+logger = logging.getLogger(__name__)
+
+_PEER_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+@dataclass
+class RunningNode:
+    driver: NodeDriver
+    transport: GrpcTransport
+    peer_server: grpc.aio.Server
+    client_server: grpc.aio.Server
+    raft_log: DurableLog
+    backend: KVBackend
+
+    async def stop(self, *, transfer_leadership: bool = True) -> None:
+        await self.client_server.stop(grace=0.5)
+        await self.driver.stop(transfer_leadership=transfer_leadership)
+        await self.transport.close()
+        await self.peer_server.stop(grace=0.2)
+
+
+def _members(config: ServerConfig) -> list[Member]:
+    ids = config.member_ids()
+    members = []
+    for name, urls in sorted(config.initial_cluster.items()):
+        client_urls = config.advertise_client_urls if name == config.name else ()
+        members.append(Member(ids[name], name, urls, tuple(client_urls)))
+    return members
+
+
+def member_dir(config: ServerConfig) -> Path:
+    return config.data_dir / "member"
+
+
+async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBackend) -> RunningNode:
+    """Start serving over storage the caller opened (see ``member_dir`` for the layout)."""
+    snap_dir = member_dir(config) / "snap"
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    ids = config.member_ids()
+    bootstrap_log(raft_log, list(ids.values()))
+    driver_config = DriverConfig(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        tick_interval_ms=config.heartbeat_interval_ms,
+        election_ticks=config.election_ticks,
+        snapshot_count=config.snapshot_count,
+    )
+    driver = NodeDriver(
+        driver_config,
+        raft_log,
+        KVStateMachine(backend, quota_bytes=config.quota_backend_bytes),
+        _members(config),
+        db_path=member_dir(config) / "kv" / "data.mdb",
+        rng=random.Random(),
+    )
+    peers = {
+        ids[name]: host_port(urls[0])
+        for name, urls in config.initial_cluster.items()
+        if name != config.name
+    }
+    transport = GrpcTransport(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        peers=peers,
+        snapshot_source=driver.snapshot_source,
+        on_unreachable=driver.report_unreachable,
+        on_snapshot_status=driver.report_snapshot,
+    )
+    driver.attach_transport(transport)
+
+    peer_server = grpc.aio.server(options=_PEER_OPTIONS)
+    peer_pb2_grpc.add_RaftServicer_to_server(
+        PeerService(
+            member_id=config.member_id,
+            cluster_id=config.cluster_id,
+            deliver=driver.deliver,
+            snapshot_dir=snap_dir,
+            forward_handler=driver.handle_forward,
+        ),
+        peer_server,
+    )
+    for url in config.listen_peer_urls:
+        peer_server.add_insecure_port(host_port(url, "listen-peer-urls"))
+
+    client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
+    add_client_services(
+        client_server,
+        driver,
+        max_request_bytes=config.max_request_bytes,
+        request_timeout_s=config.request_timeout_s,
+    )
+    for url in config.listen_client_urls:
+        client_server.add_insecure_port(host_port(url, "listen-client-urls"))
+
+    await peer_server.start()
+    await transport.start()
+    await driver.start()
+    await client_server.start()
+    logger.info(
+        "member %x (%s) serving clients on %s, peers on %s",
+        config.member_id,
+        config.name,
+        ",".join(config.listen_client_urls),
+        ",".join(config.listen_peer_urls),
+    )
+    return RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+
+
+async def run_node(
+    config: ServerConfig,
+    raft_log: DurableLog,
+    backend: KVBackend,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully (handing leadership over first)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    node = await start_node(config, raft_log, backend)
+    if on_ready is not None:
+        on_ready()
+    try:
+        await stop.wait()
+        logger.info("member %x stopping", config.member_id)
+    finally:
+        await node.stop()
