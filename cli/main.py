@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from raftkv_cli.node import node_command
 
 import raftkv
 
@@ -15,6 +16,9 @@ import raftkv
 )
 def main() -> None:
     """raftkv: an etcd-compatible, Raft-replicated key-value store."""
+
+
+main.add_command(node_command)
 
 
 @main.group()

@@ -1,0 +1,116 @@
+"""``raftkv node``: run one member, with etcd's flag names (each also a RAFTKV_* variable)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+from raftkv_cli.logs import configure_logging
+from raftkv_storage.backend import LmdbBackend
+from raftkv_storage.log import LmdbRaftLog
+
+from raftkv.errors import ConfigError, CorruptionError
+from raftkv.server.config import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_QUOTA_BACKEND_BYTES,
+    ServerConfig,
+    parse_initial_cluster,
+    parse_urls,
+)
+from raftkv.server.node import member_dir, run_node
+
+
+def _opt(flag: str, default: object, help_text: str, **kw: object) -> click.Option:
+    env = "RAFTKV_" + flag.upper().replace("-", "_")
+    return click.Option(
+        [f"--{flag}"],
+        default=default,
+        envvar=env,
+        show_default=True,
+        show_envvar=True,
+        help=help_text,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+NODE_OPTIONS = [
+    _opt("name", "default", "Human-readable name of this member."),
+    _opt("data-dir", None, "Path to the data directory (default: ${name}.etcd)."),
+    _opt("listen-client-urls", "http://localhost:2379", "URLs to serve clients on."),
+    _opt("advertise-client-urls", "http://localhost:2379", "Client URLs to tell the cluster."),
+    _opt("listen-peer-urls", "http://localhost:2380", "URLs to serve peers on."),
+    _opt("initial-advertise-peer-urls", "http://localhost:2380", "This member's peer URLs."),
+    _opt("initial-cluster", "default=http://localhost:2380", "name=peer-url,... of all members."),
+    _opt("initial-cluster-state", "new", "'new' or 'existing'."),
+    _opt("initial-cluster-token", "etcd-cluster", "Token that makes cluster ids unique."),
+    _opt("heartbeat-interval", 100, "Time (ms) of a heartbeat interval.", type=int),
+    _opt("election-timeout", 1000, "Time (ms) for an election to time out.", type=int),
+    _opt("snapshot-count", 10_000, "Applied entries between snapshots.", type=int),
+    _opt("max-request-bytes", DEFAULT_MAX_REQUEST_BYTES, "Max client request size.", type=int),
+    _opt("quota-backend-bytes", DEFAULT_QUOTA_BACKEND_BYTES, "Backend size quota.", type=int),
+    _opt("log-level", "info", "debug, info, warning or error."),
+    _opt("log-format", "text", "text or json."),
+]
+
+
+def build_config(params: dict[str, object]) -> ServerConfig:
+    name = str(params["name"])
+    data_dir = params["data_dir"] or f"{name}.etcd"
+    return ServerConfig(
+        name=name,
+        data_dir=Path(str(data_dir)),
+        listen_client_urls=parse_urls(str(params["listen_client_urls"]), "listen-client-urls"),
+        advertise_client_urls=parse_urls(
+            str(params["advertise_client_urls"]), "advertise-client-urls"
+        ),
+        listen_peer_urls=parse_urls(str(params["listen_peer_urls"]), "listen-peer-urls"),
+        initial_advertise_peer_urls=parse_urls(
+            str(params["initial_advertise_peer_urls"]), "initial-advertise-peer-urls"
+        ),
+        initial_cluster=parse_initial_cluster(str(params["initial_cluster"])),
+        initial_cluster_state=str(params["initial_cluster_state"]),
+        initial_cluster_token=str(params["initial_cluster_token"]),
+        heartbeat_interval_ms=int(str(params["heartbeat_interval"])),
+        election_timeout_ms=int(str(params["election_timeout"])),
+        snapshot_count=int(str(params["snapshot_count"])),
+        max_request_bytes=int(str(params["max_request_bytes"])),
+        quota_backend_bytes=int(str(params["quota_backend_bytes"])),
+    )
+
+
+def run(params: dict[str, object]) -> None:
+    configure_logging(str(params["log_level"]), str(params["log_format"]), name=str(params["name"]))
+    try:
+        config = build_config(params)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    directory = member_dir(config)
+    try:
+        raft_log = LmdbRaftLog(directory / "raft")
+        backend = LmdbBackend(directory / "kv", quota_bytes=config.quota_backend_bytes)
+    except CorruptionError as exc:
+        click.echo(f"raftkv: refusing to start: {exc}", err=True)
+        click.echo(
+            "The data directory is damaged. Restore it from a snapshot, or remove this member's "
+            "data directory and let it rejoin to catch up from the others.",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        asyncio.run(run_node(config, raft_log, backend))
+    except OSError as exc:
+        click.echo(f"raftkv: cannot serve: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        raft_log.close()
+        backend.close()
+
+
+node_command = click.Command(
+    "node",
+    params=list(NODE_OPTIONS),
+    callback=lambda **params: run(params),
+    help="Run one raftkv member (etcd-compatible flags; each also reads RAFTKV_<FLAG>).",
+)
