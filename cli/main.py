@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
+from raftkv_cli.cluster import cluster_group
 from raftkv_cli.node import node_command
 
 import raftkv
@@ -19,19 +18,4 @@ def main() -> None:
 
 
 main.add_command(node_command)
-
-
-@main.group()
-def cluster() -> None:
-    """Run a local cluster for development."""
-
-
-@cluster.command()
-def up() -> None:
-    """Start a local three-node cluster on 127.0.0.1 (not available yet)."""
-    click.echo(
-        "raftkv cluster up: not implemented yet; "
-        "the local three-node cluster arrives with issue 4.",
-        err=True,
-    )
-    sys.exit(1)
+main.add_command(cluster_group)
