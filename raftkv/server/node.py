@@ -26,14 +26,9 @@ from raftkv.server.api import Member
 from raftkv.server.config import ServerConfig, host_port
 from raftkv.server.driver import DriverConfig, DurableLog, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
-from raftkv.server.transport import GrpcTransport, PeerService
+from raftkv.server.transport import PEER_SERVER_OPTIONS, GrpcTransport, PeerService
 
 logger = logging.getLogger(__name__)
-
-_PEER_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-]
 
 
 @dataclass
@@ -101,7 +96,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
     )
     driver.attach_transport(transport)
 
-    peer_server = grpc.aio.server(options=_PEER_OPTIONS)
+    peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
     peer_pb2_grpc.add_RaftServicer_to_server(
         PeerService(
             member_id=config.member_id,
