@@ -341,7 +341,7 @@ class Supervisor:
             child = _Child(index, spec, proc)
             child.pump = asyncio.create_task(self._pump(child))
             self.children.append(child)
-            self.out.say(f"started {spec.name} (pid {proc.pid}): {' '.join(cmd[1:])}")
+            self.out.say(f"started {spec.name} (pid {proc.pid})")
 
     async def _pump(self, child: _Child) -> None:
         stream = child.proc.stdout
