@@ -162,7 +162,7 @@ class Raft:
         self.pending_conf_index = self.log.last_index()
         self.log.append((Entry(self.term, self.log.last_index() + 1),))
         self._needs_broadcast = True
-        logger.info("node %d became leader at term %d", self.id, self.term)
+        logger.info("node %x became leader at term %d", self.id, self.term)
 
     # ------------------------------------------------------------------------------------ ticks
 
@@ -185,7 +185,7 @@ class Raft:
             self.election_elapsed = 0
             if self.config.check_quorum:
                 if not self.tracker.quorum_active(self.id):
-                    logger.info("node %d lost its quorum; stepping down", self.id)
+                    logger.info("node %x lost its quorum; stepping down", self.id)
                     self._become_follower(self.term, NO_NODE)
                     return
                 for node, pr in self.tracker.progress.items():
@@ -336,7 +336,7 @@ class Raft:
             self.lead = m.src
             self._handle_snapshot(m.snapshot)
         elif isinstance(m, TimeoutNow):
-            logger.info("node %d received TimeoutNow; campaigning at once", self.id)
+            logger.info("node %x received TimeoutNow; campaigning at once", self.id)
             self.hup(transfer=True)
         elif isinstance(m, ReadIndexResponse):
             self._read_states.append(ReadState(m.index, m.context))
@@ -371,7 +371,7 @@ class Raft:
             self.log.commit_to(meta.index)
             self._send(AppendResponse(self.id, self.lead, self.term, self.log.last_index()))
             return
-        logger.info("node %d restoring snapshot at index %d", self.id, meta.index)
+        logger.info("node %x restoring snapshot at index %d", self.id, meta.index)
         self.log.restore(snapshot)
         self.tracker.set_conf(meta.conf_state, self.log.last_index() + 1)
         self._send(AppendResponse(self.id, self.lead, self.term, self.log.last_index()))
@@ -602,7 +602,7 @@ class Raft:
             return
         if self.lead_transferee == target:
             return
-        logger.info("node %d transferring leadership to %d", self.id, target)
+        logger.info("node %x transferring leadership to %x", self.id, target)
         self.lead_transferee = target
         self.election_elapsed = 0
         if self.tracker.progress[target].match == self.log.last_index():

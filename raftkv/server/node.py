@@ -56,6 +56,16 @@ def _members(config: ServerConfig) -> list[Member]:
     return members
 
 
+def _listen(server: grpc.aio.Server, url: str, flag: str) -> None:
+    address = host_port(url, flag)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(
+            f"--{flag}: cannot listen on {address} ({exc}); is another process using the port?"
+        ) from None
+
+
 def member_dir(config: ServerConfig) -> Path:
     return config.data_dir / "member"
 
@@ -108,7 +118,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         peer_server,
     )
     for url in config.listen_peer_urls:
-        peer_server.add_insecure_port(host_port(url, "listen-peer-urls"))
+        _listen(peer_server, url, "listen-peer-urls")
 
     client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
     add_client_services(
@@ -118,7 +128,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         request_timeout_s=config.request_timeout_s,
     )
     for url in config.listen_client_urls:
-        client_server.add_insecure_port(host_port(url, "listen-client-urls"))
+        _listen(client_server, url, "listen-client-urls")
 
     await peer_server.start()
     await transport.start()
