@@ -8,7 +8,7 @@ tested against a fake node.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +74,11 @@ class NodeApi(Protocol):
     def status(self) -> NodeStatus: ...
 
     def members(self) -> Sequence[Member]: ...
+
+    def add_apply_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` on the event loop after every batch of applied entries (the store's
+        revision may have moved); returns a function that unsubscribes it. For watches."""
+        ...
 
     async def move_leader(self, target_member_id: int, *, timeout_s: float) -> None:
         """Transfer leadership (must be called on the leader, like etcd's MoveLeader)."""

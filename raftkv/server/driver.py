@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +153,7 @@ class NodeDriver:
         self._read_waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._snapshot_index = _snapshot_index(raft_log)
         self._tasks: list[asyncio.Task[None]] = []
+        self._apply_listeners: list[Callable[[], None]] = []
 
     # -- wiring and lifecycle ------------------------------------------------------------------
 
@@ -251,6 +252,16 @@ class NodeDriver:
 
     def members(self) -> Sequence[Member]:
         return self._members
+
+    def add_apply_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (on the loop) after every applied batch; returns an unsubscribe."""
+        self._apply_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._apply_listeners.remove(listener)
+
+        return remove
 
     def status(self) -> NodeStatus:
         st = self._node.status()
@@ -476,6 +487,8 @@ class NodeDriver:
                 except KVError as exc:
                     pending.future.set_exception(exc)
         self._applied = entries[-1].index
+        for listener in tuple(self._apply_listeners):
+            listener()
 
     def _remember(self, index: int, term: int, result: Response | KVError | None) -> None:
         self._recent.append((index, term, result))
