@@ -1,0 +1,79 @@
+"""The client-facing gRPC server: channel options and service registration.
+
+``client_server_options`` gives a ``grpc.aio.server`` the settings etcd's clients expect
+(etcd-facts §1.15 and §4):
+
+* the receive limit is ``max_request_bytes`` plus 512 KiB, as etcd's; a larger message fails in
+  gRPC (RESOURCE_EXHAUSTED), a smaller one that is still over ``max_request_bytes`` gets
+  etcd's "etcdserver: request is too large" from the KV service;
+* the send limit is unlimited (etcd: math.MaxInt32), so large ranges go out;
+* the keepalive ping policy is etcd's, not gRPC core's 5-minute default: etcd clients ping
+  every 10 s at most, and under the default policy an idle watch would be cut off with
+  GOAWAY "too_many_pings";
+* SO_REUSEPORT is off, so a second member on the same port fails loudly instead of sharing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from raftkv.pb.etcdserverpb import rpc_pb2_grpc
+from raftkv.pb.health import health_pb2_grpc
+from raftkv.server.api import NodeApi
+from raftkv.server.cluster_service import ClusterService
+from raftkv.server.health_service import HealthService
+from raftkv.server.kv_service import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    KVService,
+)
+from raftkv.server.maintenance_service import MaintenanceService
+
+__all__ = ["GRPC_OVERHEAD_BYTES", "add_client_services", "client_server_options"]
+
+GRPC_OVERHEAD_BYTES = 512 * 1024
+"""etcd's grpcOverheadBytes: the gRPC receive limit is max-request-bytes plus this."""
+
+_MAX_INT32 = 2**31 - 1
+
+
+def client_server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", _MAX_INT32),
+        # etcd's --grpc-keepalive-min-time (5 s): pings this often are welcome, with or
+        # without calls in flight, and never count as strikes.
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # etcd's --grpc-keepalive-interval (2 h) and --grpc-keepalive-timeout (20 s).
+        ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),
+        ("grpc.keepalive_timeout_ms", 20 * 1000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def add_client_services(
+    server: grpc.aio.Server,
+    node: NodeApi,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    health_poll_interval_s: float = 0.2,
+) -> None:
+    """Register etcd's KV, Maintenance and Cluster services and gRPC health for ``node``."""
+    rpc_pb2_grpc.add_KVServicer_to_server(
+        KVService(node, max_request_bytes=max_request_bytes, request_timeout_s=request_timeout_s),
+        server,
+    )
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(
+        MaintenanceService(node, request_timeout_s=request_timeout_s), server
+    )
+    rpc_pb2_grpc.add_ClusterServicer_to_server(
+        ClusterService(node, request_timeout_s=request_timeout_s), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(
+        HealthService(node, watch_poll_interval_s=health_poll_interval_s), server
+    )
