@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,8 +330,15 @@ class LocalCluster:
         return "\n".join(parts)
 
 
-def start_cluster(root: Path, **kw: object) -> LocalCluster:
-    cluster = LocalCluster(root, **kw)  # type: ignore[arg-type]
+def start_cluster(
+    root: Path,
+    *,
+    size: int = 3,
+    heartbeat_ms: int = 50,
+    election_ms: int = 500,
+    extra_args: Sequence[str] = (),
+) -> LocalCluster:
+    cluster = LocalCluster(root, size, heartbeat_ms, election_ms, extra_args)
     try:
         cluster.start()
         cluster.wait_leader(timeout=30)
@@ -352,11 +359,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def make_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., LocalCluster]]:
     """A factory of fresh clusters a test may kill and restart at will."""
     made: list[LocalCluster] = []
 
-    def make(**kw: object) -> LocalCluster:
+    def make(**kw: Any) -> LocalCluster:
         c = start_cluster(tmp_path_factory.mktemp("cluster"), **kw)
         made.append(c)
         return c
