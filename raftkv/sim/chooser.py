@@ -72,41 +72,68 @@ class SeededChooser:
 
 class HypothesisChooser:
     """Choices drawn from hypothesis ``st.data()``; they shrink towards 'nothing happens',
-    'the first item' and 'the order given'."""
+    'the first item' and 'the order given'.
 
-    def __init__(self, data: Any) -> None:
+    With ``coarse=True`` each ``bind`` draws a single seed and the choices until the next
+    ``bind`` come from a ``SeededChooser`` over it: far fewer draws, so generating and
+    shrinking long schedules is much faster, while the seed itself still shrinks towards 0.
+    """
+
+    def __init__(self, data: Any, *, coarse: bool = False) -> None:
         from hypothesis import strategies as st
 
-        self._data = data
         self._st = st
+        self._coarse = coarse
+        self._seeded: SeededChooser | None = None
+        self._data = data
+        self.bind(data)
+
+    def bind(self, data: Any) -> None:
+        """Draw from ``data`` from now on (a state machine gets a fresh one per rule)."""
+        self._data = data
+        if self._coarse:
+            self._seeded = SeededChooser(data.draw(self._st.integers(0, 2**32 - 1)))
 
     def chance(self, p: float) -> bool:
+        if self._seeded is not None:
+            return self._seeded.chance(p)
         if p <= 0.0:
             return False
         if p >= 1.0:
             return True
-        # Shrinks towards 0, i.e. towards "it did not happen".
-        roll: int = self._data.draw(self._st.integers(0, 9999))
-        return roll >= 10000 - int(p * 10000)
+        # Shrinks towards 0, i.e. towards "it did not happen". A narrow range keeps
+        # hypothesis' preference for boundary values from skewing the odds much.
+        scale = 100 if p >= 0.01 else 10_000
+        roll: int = self._data.draw(self._st.integers(0, scale - 1))
+        return roll >= scale - round(p * scale)
 
     def below(self, n: int) -> int:
+        if self._seeded is not None:
+            return self._seeded.below(n)
         if n <= 1:
             return 0
         value: int = self._data.draw(self._st.integers(0, n - 1))
         return value
 
     def between(self, lo: int, hi: int) -> int:
+        if self._seeded is not None:
+            return self._seeded.between(lo, hi)
         if hi <= lo:
             return lo
         value: int = self._data.draw(self._st.integers(lo, hi))
         return value
 
     def shuffle(self, items: list[Any]) -> None:
+        if self._seeded is not None:
+            self._seeded.shuffle(items)
+            return
         # Shrinks towards the identity permutation.
         for i in range(len(items) - 1):
             j = i + self.below(len(items) - i)
             items[i], items[j] = items[j], items[i]
 
     def fork(self) -> random.Random:
+        if self._seeded is not None:
+            return self._seeded.fork()
         seed: int = self._data.draw(self._st.integers(0, 2**32 - 1))
         return random.Random(seed)

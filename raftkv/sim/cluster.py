@@ -25,7 +25,7 @@ from raftkv.sim.kv import encode_cas, encode_put
 from raftkv.sim.network import SimNetwork, make_partition
 from raftkv.sim.node import SimNode, SimulationError
 from raftkv.sim.options import SimOptions
-from raftkv.testing.history import History, OpKind
+from raftkv.testing.history import History, Op, OpKind
 from raftkv.testing.linearizability import CheckResult, check_history
 
 __all__ = ["Client", "PendingOp", "SimCluster"]
@@ -40,6 +40,9 @@ class PendingOp:
     key: str
     node: NodeId
     deadline: int
+    invoke_time: int
+    value: int | None = None
+    expected: int | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +62,7 @@ class Stats:
     crashes: int = 0
     restarts: int = 0
     partitions: int = 0
+    snapshots_taken: int = 0
     snapshots_installed: int = 0
     applied: int = 0
     ops_ok: int = 0
@@ -92,9 +96,12 @@ class SimCluster:
         self.skip_prob = opts.tick_skip_prob
         self.double_prob = opts.tick_double_prob
         self.op_prob = opts.op_prob
+        self.frozen: tuple[NodeId, ...] = ()
+        """Nodes whose clocks stand still (a stalled process); scripted runs set this."""
         self.partition_until = 0
         self.restart_at: dict[NodeId, int] = {}
         self.roles: dict[NodeId, Role] = {}
+        self.last_leader: NodeId = 0
         self.nodes: list[SimNode] = [
             SimNode(i, self.conf_state, opts, chooser, self) for i in self.ids
         ]
@@ -161,7 +168,7 @@ class SimCluster:
 
     def tick_node(self, node: SimNode) -> None:
         """Advance one node's clock, with drift: sometimes a tick is lost or doubled."""
-        if not node.alive:
+        if not node.alive or node.id in self.frozen:
             return
         chooser = self.chooser
         if chooser.chance(self.skip_prob):
@@ -227,8 +234,15 @@ class SimCluster:
         node.restart()
         self.log(f"restart n{node.id}")
 
+    def leader(self) -> NodeId:
+        """The live node that most recently reported itself leader (0: none)."""
+        node_id = self.last_leader
+        if self.roles.get(node_id) == Role.LEADER and self.by_id[node_id].alive:
+            return node_id
+        return 0
+
     def partition(self, mode: str) -> None:
-        links = make_partition(mode, self.ids, self.chooser)
+        links = make_partition(mode, self.ids, self.chooser, self.leader())
         self.network.partition(links)
         self.stats.partitions += 1
         self.log(f"partition {mode} {sorted(links)}")
@@ -262,6 +276,9 @@ class SimCluster:
             )
         if chooser.chance(opts.crash_prob) and len(self.restart_at) < opts.max_down:
             live = [n for n in self.nodes if n.alive]
+            leader = self.by_id.get(self.leader())
+            if leader is not None and chooser.chance(opts.crash_leader_prob):
+                live = [leader]
             if live:
                 victim = pick(chooser, live)
                 self.crash(victim)
@@ -311,6 +328,8 @@ class SimCluster:
         self.next_request += 1
         history = self.history
         data = b""
+        value: int | None = None
+        expected: int | None = None
         if kind == "read":
             handle = history.invoke(client.process, "read", key, time=self._time())
         elif kind == "write":
@@ -334,7 +353,8 @@ class SimCluster:
             self.stats.ops_fail += 1
             return
         deadline = self.now + self.opts.op_timeout_ticks
-        op = PendingOp(rid, client, handle, kind, key, node.id, deadline)
+        invoked = self.htime  # the time _time() gave the invocation above
+        op = PendingOp(rid, client, handle, kind, key, node.id, deadline, invoked, value, expected)
         client.op = op
         self.pending[rid] = op
 
@@ -415,6 +435,7 @@ class SimCluster:
         if status.role != Role.LEADER:
             return
         self.stats.elections += 1
+        self.last_leader = node.id
         self.log(f"leader n{node.id} term {status.term}")
         checker.leader_elected(node.id, status.term)
         checker.check_leader_log(node.id, status.term, lambda index: self._term_at(node, rd, index))
@@ -438,6 +459,7 @@ class SimCluster:
 
     def on_snapshot_taken(self, node: SimNode, snapshot: Snapshot) -> None:
         meta = snapshot.meta
+        self.stats.snapshots_taken += 1
         self.checker.snapshot_committed(node.id, meta.index, meta.term, snapshot.data)
 
     def on_applied(self, node: SimNode, entry: Entry, request_id: int, success: bool) -> None:
@@ -472,6 +494,34 @@ class SimCluster:
         self.stats.ops_ok += 1
         self._learn(op.key, value)
 
+    # ----------------------------------------------------------------------------- checks
+
+    def set_chooser(self, chooser: Chooser) -> None:
+        """Route every further choice through ``chooser``."""
+        self.chooser = chooser
+        self.network.chooser = chooser
+        for node in self.nodes:
+            node.chooser = chooser
+
+    def check_invariants(self) -> None:
+        """A full (non-incremental) pass over the current state, on top of the checks that
+        run as events happen."""
+        self.checker.check_durable([n.disk.durable for n in self.nodes], "full check")
+        leaders: dict[Term, NodeId] = {}
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            status = node.raw.status()
+            if node.kv.applied > status.commit:
+                raise self.fail(
+                    f"node {node.id} applied {node.kv.applied} > commit {status.commit}"
+                )
+            if status.role == Role.LEADER:
+                other = leaders.setdefault(status.term, node.id)
+                if other != node.id:
+                    raise self.fail(f"nodes {other} and {node.id} both lead term {status.term}")
+                self.checker.leader_elected(node.id, status.term)
+
     # ----------------------------------------------------------------------------- the end
 
     def converge(self, budget: int) -> int:
@@ -490,6 +540,7 @@ class SimCluster:
             self.restart(node)
         self.restart_at.clear()
         self.auto_faults = False
+        self.frozen = ()
         self.pause_prob = self.skip_prob = self.double_prob = 0.0
         self.op_prob = 0.0
         for spent in range(1, budget + 1):
@@ -516,6 +567,27 @@ class SimCluster:
         if self.pending:
             return f"{len(self.pending)} client ops pending"
         return None
+
+    def check_history_so_far(self) -> CheckResult:
+        """Check the history up to now, counting every pending op as info. If this fails, so
+        will the final check: later completions only constrain ops more than info does."""
+        ops = self.history.ops()
+        for op in self.pending.values():
+            ops.append(
+                Op(
+                    process=op.client.process,
+                    kind=op.kind,
+                    key=op.key,
+                    value=op.value,
+                    expected=op.expected,
+                    output=None,
+                    status="info",
+                    invoke_time=op.invoke_time,
+                    complete_time=None,
+                )
+            )
+        ops.sort(key=lambda op: op.invoke_time)
+        return check_history(ops)
 
     def check_history(self) -> CheckResult:
         self.history.finish(self._time())

@@ -21,14 +21,18 @@ Link = tuple[NodeId, NodeId]
 """A directed link (src, dst)."""
 
 
-def make_partition(mode: str, nodes: Sequence[NodeId], chooser: Chooser) -> frozenset[Link]:
-    """The cut links of a fresh partition of ``mode`` (see options.PARTITION_MODES)."""
+def make_partition(
+    mode: str, nodes: Sequence[NodeId], chooser: Chooser, leader: NodeId = 0
+) -> frozenset[Link]:
+    """The cut links of a fresh partition of ``mode`` (see options.PARTITION_MODES);
+    ``leader`` is the node believed to lead (0: none), which mode "leader" isolates."""
     n = len(nodes)
     if n < 2:
         return frozenset()
-    if mode == "isolate":
-        lone = pick(chooser, nodes)
-        side = [lone]
+    if mode == "leader" and leader in nodes:
+        side = [leader]
+    elif mode in ("isolate", "leader"):
+        side = [pick(chooser, nodes)]
     elif mode == "halves":
         order = list(nodes)
         chooser.shuffle(order)

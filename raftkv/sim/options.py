@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 __all__ = ["PARTITION_MODES", "SimOptions"]
 
-PARTITION_MODES: tuple[str, ...] = ("halves", "isolate", "oneway")
-"""halves: two random sides, cut both ways; isolate: one node cut off both ways;
-oneway: a random set of directed links is cut (asymmetric partitions)."""
+PARTITION_MODES: tuple[str, ...] = ("halves", "isolate", "leader", "oneway")
+"""halves: two random sides, cut both ways; isolate: one node cut off both ways; leader: the
+current leader cut off both ways; oneway: a random set of directed links is cut (asymmetric
+partitions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class SimOptions:
     # -- crashes -------------------------------------------------------------------------------
     crash_prob: float = 0.0
     """Per tick: chance that one live node crashes."""
+    crash_leader_prob: float = 0.0
+    """Chance that a crash picks the current leader rather than a random live node."""
     max_down: int = 1
     """At most this many nodes are down at once."""
     down_ticks_min: int = 5
@@ -124,7 +127,9 @@ class SimOptions:
         modes = tuple(m for m in PARTITION_MODES if r.random() < 0.6) or (
             r.choice(PARTITION_MODES),
         )
-        snapshot_threshold = r.choice((r.randint(5, 50), r.randint(50, 300), 10_000))
+        snapshot_threshold = r.choice(
+            (r.randint(5, 20), r.randint(5, 50), r.randint(50, 300), 10_000)
+        )
         tiny = r.random() < 0.3
         return cls(
             seed=seed,
@@ -139,6 +144,7 @@ class SimOptions:
             partition_ticks_min=r.randint(5, 30),
             partition_ticks_max=r.randint(30, 200),
             crash_prob=maybe(0.7, 0.001, 0.02),
+            crash_leader_prob=r.choice((0.0, 0.3, 0.7)),
             max_down=r.randint(1, nodes),
             down_ticks_min=r.randint(1, 20),
             down_ticks_max=r.randint(20, 120),
@@ -151,7 +157,7 @@ class SimOptions:
             max_size_per_msg_bytes=r.randint(1, 120) if tiny else r.choice((1024, 64 * 1024)),
             max_inflight_msgs=r.choice((1, 2, 4, 16, 64, 256)),
             snapshot_threshold=snapshot_threshold,
-            snapshot_keep=r.choice((0, 1, 5, 20)),
+            snapshot_keep=r.choice((0, 0, 1, 3, 10)),
             transfer_prob=maybe(0.3, 0.0, 0.005),
             campaign_prob=maybe(0.3, 0.0, 0.005),
             clients=r.randint(3, 6),
@@ -159,7 +165,7 @@ class SimOptions:
             op_prob=r.uniform(0.02, 0.3),
             read_frac=r.uniform(0.1, 0.5),
             cas_frac=r.uniform(0.0, 0.5),
-            op_timeout_ticks=r.randint(30, 120),
+            op_timeout_ticks=r.randint(10, 100),
             leader_hint_prob=r.uniform(0.5, 0.95),
             liveness_ticks=400,
         )

@@ -41,7 +41,8 @@ class RunResult:
         verdict = "ok" if self.ok else f"FAIL: {self.error}"
         return (
             f"seed {self.seed}: {verdict} | ticks={s.ticks} elections={s.elections}"
-            f" crashes={s.crashes} partitions={s.partitions} snapshots={s.snapshots_installed}"
+            f" crashes={s.crashes} partitions={s.partitions}"
+            f" snapshots={s.snapshots_taken}/{s.snapshots_installed}"
             f" applied={s.applied} ops ok/fail/info={s.ops_ok}/{s.ops_fail}/{s.ops_info}"
             f" trace={self.trace_hash[:16]}"
         )

@@ -1,0 +1,253 @@
+"""Unit tests for the simulator's pieces: chooser, options, network, disk, KV store."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftkv.raft.messages import Heartbeat
+from raftkv.raft.types import ConfState, Entry, HardState
+from raftkv.sim.chooser import SeededChooser
+from raftkv.sim.disk import AppendOp, CompactOp, CreateSnapshotOp, HardStateOp, SimDisk
+from raftkv.sim.kv import KVStore, decode_command, encode_cas, encode_put
+from raftkv.sim.network import SimNetwork, make_partition
+from raftkv.sim.options import PARTITION_MODES, SimOptions
+
+
+def hb(src: int, dst: int, term: int = 1) -> Heartbeat:
+    return Heartbeat(src, dst, term, 0)
+
+
+# -- chooser ----------------------------------------------------------------------------------
+
+
+def test_seeded_chooser_replays() -> None:
+    a, b = SeededChooser(7), SeededChooser(7)
+    draws_a = [a.below(10) for _ in range(50)] + [a.between(3, 5) for _ in range(20)]
+    draws_b = [b.below(10) for _ in range(50)] + [b.between(3, 5) for _ in range(20)]
+    assert draws_a == draws_b
+    assert all(3 <= x <= 5 for x in draws_a[50:])
+    assert a.fork().random() == b.fork().random()
+
+
+def test_chance_edges_draw_nothing() -> None:
+    c = SeededChooser(1)
+    state = c.rng.getstate()
+    assert not c.chance(0.0)
+    assert c.rng.getstate() == state
+    assert c.chance(1.0)
+
+
+def test_shuffle_is_a_permutation() -> None:
+    c = SeededChooser(3)
+    items = list(range(20))
+    c.shuffle(items)
+    assert sorted(items) == list(range(20))
+    assert items != list(range(20))
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+def test_swarm_is_a_function_of_the_seed() -> None:
+    assert SimOptions.swarm(12) == SimOptions.swarm(12)
+    worlds = {SimOptions.swarm(s) for s in range(40)}
+    assert len(worlds) == 40
+    nodes = {o.nodes for o in worlds}
+    assert nodes == {3, 5}
+
+
+def test_swarm_ranges() -> None:
+    for seed in range(200):
+        o = SimOptions.swarm(seed)
+        assert 0.0 <= o.drop_prob <= 0.2
+        assert 0.0 <= o.dup_prob <= 0.1
+        assert 1 <= o.delay_min_ticks <= o.delay_max_ticks
+        assert 1 <= o.max_inflight_msgs <= 256
+        assert 1 <= o.heartbeat_ticks <= 3 and o.election_ticks == 10
+        assert 3 <= o.clients <= 6 and 1 <= o.keys <= 4
+        assert set(o.partition_modes) <= set(PARTITION_MODES) and o.partition_modes
+        assert 1 <= o.max_down <= o.nodes
+    assert any(SimOptions.swarm(s).max_size_per_msg_bytes < 100 for s in range(50))
+    assert any(SimOptions.swarm(s).snapshot_threshold <= 50 for s in range(50))
+
+
+def test_describe_lists_every_option() -> None:
+    text = SimOptions.swarm(5).describe()
+    assert "seed=5" in text and "drop_prob=" in text and "snapshot_threshold=" in text
+
+
+def test_quiet_has_no_faults() -> None:
+    q = SimOptions.swarm(9).quiet()
+    assert not q.faulty
+    assert q.pause_prob == 0 and q.tick_skip_prob == 0 and q.tick_double_prob == 0
+
+
+# -- network ----------------------------------------------------------------------------------
+
+
+def test_network_delivers_after_the_delay() -> None:
+    net = SimNetwork(SeededChooser(0), delay_min=2, delay_max=2)
+    net.send(hb(1, 2))
+    net.now = 1
+    assert net.pop_due() == []
+    net.now = 2
+    assert net.pop_due() == [hb(1, 2)]
+    assert len(net) == 0
+
+
+def test_network_drops_and_duplicates() -> None:
+    net = SimNetwork(SeededChooser(0), drop_prob=1.0)
+    net.send(hb(1, 2))
+    assert len(net) == 0 and net.dropped == 1
+    net = SimNetwork(SeededChooser(0), dup_prob=1.0)
+    net.send(hb(1, 2))
+    assert len(net) == 2 and net.duplicated == 1
+
+
+def test_network_reorders_with_delay_ranges() -> None:
+    net = SimNetwork(SeededChooser(4), delay_min=1, delay_max=10)
+    for term in range(1, 30):
+        net.send(hb(1, 2, term))
+    delivered = []
+    for now in range(1, 12):
+        net.now = now
+        delivered += [m.term for m in net.pop_due()]
+    assert sorted(delivered) == list(range(1, 30))
+    assert delivered != list(range(1, 30))
+
+
+def test_partition_cuts_links_at_send_and_at_delivery() -> None:
+    net = SimNetwork(SeededChooser(0))
+    net.send(hb(1, 2))
+    net.partition(frozenset({(1, 2)}))
+    net.send(hb(1, 2))
+    net.send(hb(2, 1))
+    net.now = 1
+    assert net.pop_due() == [hb(2, 1)]
+    net.heal()
+    net.send(hb(1, 2))
+    net.now = 2
+    assert net.pop_due() == [hb(1, 2)]
+
+
+def test_on_drop_reports_partition_cuts() -> None:
+    net = SimNetwork(SeededChooser(0))
+    seen = []
+    net.on_drop = lambda msg, cut: seen.append((msg.dst, cut))
+    net.partition(frozenset({(1, 3)}))
+    net.send(hb(1, 3))
+    assert seen == [(3, True)]
+
+
+def test_explicit_delivery() -> None:
+    net = SimNetwork(SeededChooser(0), delay_min=1, delay_max=5)
+    for dst in (2, 3, 4):
+        net.send(hb(1, dst))
+    inflight = net.in_flight()
+    assert len(inflight) == 3
+    assert net.take(1) == inflight[1]
+    net.duplicate(0)
+    assert len(net) == 3
+    net.drop(0)
+    assert len(net) == 2
+
+
+@pytest.mark.parametrize("mode", PARTITION_MODES)
+def test_partition_modes(mode: str) -> None:
+    nodes = (1, 2, 3, 4, 5)
+    for seed in range(20):
+        links = make_partition(mode, nodes, SeededChooser(seed), leader=3)
+        assert links
+        assert all(a != b and a in nodes and b in nodes for a, b in links)
+        if mode != "oneway":
+            assert all((b, a) in links for a, b in links)
+        if mode == "leader":
+            assert all(3 in link for link in links)
+
+
+# -- disk -------------------------------------------------------------------------------------
+
+
+def disk_with(n: int) -> SimDisk:
+    disk = SimDisk(ConfState(voters=(1, 2, 3)))
+    for i in range(1, n + 1):
+        disk.write(
+            (AppendOp([Entry(1, i, data=b"x")]), HardStateOp(HardState(1, 1, i))), sync=False
+        )
+    return disk
+
+
+def test_disk_sync_makes_writes_durable() -> None:
+    disk = disk_with(3)
+    assert disk.storage.last_index() == 3 and disk.durable.last_index() == 0
+    disk.sync()
+    assert disk.durable.last_index() == 3
+    assert disk.durable.hard_state == HardState(1, 1, 3)
+    assert disk.synced
+
+
+def test_disk_crash_keeps_a_transaction_prefix() -> None:
+    kept_counts = set()
+    for seed in range(30):
+        disk = disk_with(5)
+        kept = disk.crash(SeededChooser(seed))
+        kept_counts.add(kept)
+        # Whole transactions survive: entries and hard state stay consistent.
+        assert disk.durable.last_index() == kept
+        assert disk.durable.hard_state.commit == kept
+        assert disk.storage.last_index() == kept
+        assert disk.synced
+    assert 0 in kept_counts and 5 in kept_counts
+
+
+def test_disk_crash_after_sync_loses_nothing() -> None:
+    disk = disk_with(4)
+    disk.sync()
+    disk.crash(SeededChooser(0))
+    assert disk.storage.last_index() == 4
+
+
+def test_disk_snapshot_and_compact() -> None:
+    disk = disk_with(10)
+    conf = ConfState(voters=(1, 2, 3))
+    disk.write((CreateSnapshotOp(8, conf, b"k0=1"), CompactOp(6)), sync=True)
+    assert disk.durable.snapshot().meta.index == 8
+    assert disk.durable.first_index() == 7
+    disk.crash(SeededChooser(0))
+    assert disk.storage.snapshot().data == b"k0=1"
+
+
+# -- kv ---------------------------------------------------------------------------------------
+
+
+def test_kv_commands_roundtrip() -> None:
+    assert decode_command(encode_put(3, "k1", 9)).value == 9
+    cmd = decode_command(encode_cas(4, "k0", None, 5))
+    assert (cmd.kind, cmd.request_id, cmd.key, cmd.expected, cmd.value) == ("c", 4, "k0", None, 5)
+    with pytest.raises(ValueError):
+        decode_command(b"x 1 2")
+
+
+def test_kv_apply_put_and_cas() -> None:
+    kv = KVStore()
+    assert kv.apply(1, b"") == (0, True)
+    assert kv.apply(2, encode_put(7, "a", 1)) == (7, True)
+    assert kv.apply(3, encode_cas(8, "a", 2, 3)) == (8, False)
+    assert kv.get("a") == 1
+    assert kv.apply(4, encode_cas(9, "a", 1, 3)) == (9, True)
+    assert kv.apply(5, encode_cas(10, "b", None, 4)) == (10, True)
+    assert kv.get("a") == 3 and kv.get("b") == 4
+    with pytest.raises(ValueError):
+        kv.apply(7, b"")
+
+
+def test_kv_snapshot_is_canonical() -> None:
+    a, b = KVStore(), KVStore()
+    a.apply(1, encode_put(1, "z", 1))
+    a.apply(2, encode_put(2, "a", 2))
+    b.apply(1, encode_put(1, "a", 2))
+    b.apply(2, encode_put(2, "z", 1))
+    assert a.snapshot() == b.snapshot() == b"a=2\nz=1"
+    restored = KVStore.restore(2, a.snapshot())
+    assert restored.data == a.data and restored.applied == 2
+    assert KVStore.restore(0, b"").data == {}
