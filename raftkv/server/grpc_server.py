@@ -30,6 +30,7 @@ from raftkv.server.kv_service import (
     KVService,
 )
 from raftkv.server.maintenance_service import MaintenanceService
+from raftkv.server.watch_service import add_watch_service
 
 __all__ = ["GRPC_OVERHEAD_BYTES", "add_client_services", "client_server_options"]
 
@@ -63,7 +64,7 @@ def add_client_services(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     health_poll_interval_s: float = 0.2,
 ) -> None:
-    """Register etcd's KV, Maintenance and Cluster services and gRPC health for ``node``."""
+    """Register etcd's KV, Maintenance, Cluster and Watch services and gRPC health for ``node``."""
     rpc_pb2_grpc.add_KVServicer_to_server(
         KVService(node, max_request_bytes=max_request_bytes, request_timeout_s=request_timeout_s),
         server,
@@ -77,3 +78,4 @@ def add_client_services(
     health_pb2_grpc.add_HealthServicer_to_server(
         HealthService(node, watch_poll_interval_s=health_poll_interval_s), server
     )
+    add_watch_service(server, node)
