@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
 from raftkv.kv.errors import InvalidSortOptionError, KeyNotFoundError, KVError
 from raftkv.kv.types import (
     CompactionRequest,
@@ -168,22 +170,28 @@ def kv_to_pb(kv: KeyValue) -> kv_pb2.KeyValue:
     )
 
 
-def _kvs_to_pb(kvs: Sequence[KeyValue]) -> list[kv_pb2.KeyValue]:
-    return [
-        kv_pb2.KeyValue(
-            key=kv.key,
-            create_revision=kv.create_revision,
-            mod_revision=kv.mod_revision,
-            version=kv.version,
-            value=kv.value,
-            lease=kv.lease,
-        )
-        for kv in kvs
-    ]
+def _add_kvs(
+    field: RepeatedCompositeFieldContainer[kv_pb2.KeyValue], kvs: Sequence[KeyValue]
+) -> None:
+    """Append to a repeated KeyValue field; attribute stores are about twice as fast as keyword
+    construction, and zero fields (a keys-only value, no lease) are skipped."""
+    add = field.add
+    for kv in kvs:
+        m = add()
+        m.key = kv.key
+        m.create_revision = kv.create_revision
+        m.mod_revision = kv.mod_revision
+        m.version = kv.version
+        if kv.value:
+            m.value = kv.value
+        if kv.lease:
+            m.lease = kv.lease
 
 
 def range_response_to_pb(r: RangeResponse, hdr: rpc_pb2.ResponseHeader) -> rpc_pb2.RangeResponse:
-    return rpc_pb2.RangeResponse(header=hdr, kvs=_kvs_to_pb(r.kvs), more=r.more, count=r.count)
+    out = rpc_pb2.RangeResponse(header=hdr, more=r.more, count=r.count)
+    _add_kvs(out.kvs, r.kvs)
+    return out
 
 
 def put_response_to_pb(r: PutResponse, hdr: rpc_pb2.ResponseHeader) -> rpc_pb2.PutResponse:
@@ -195,9 +203,9 @@ def put_response_to_pb(r: PutResponse, hdr: rpc_pb2.ResponseHeader) -> rpc_pb2.P
 def delete_range_response_to_pb(
     r: DeleteRangeResponse, hdr: rpc_pb2.ResponseHeader
 ) -> rpc_pb2.DeleteRangeResponse:
-    return rpc_pb2.DeleteRangeResponse(
-        header=hdr, deleted=r.deleted, prev_kvs=_kvs_to_pb(r.prev_kvs)
-    )
+    out = rpc_pb2.DeleteRangeResponse(header=hdr, deleted=r.deleted)
+    _add_kvs(out.prev_kvs, r.prev_kvs)
+    return out
 
 
 def _response_op_to_pb(r: ResponseOp) -> rpc_pb2.ResponseOp:
