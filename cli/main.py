@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from raftkv_cli.bench import bench_group
 from raftkv_cli.cluster import cluster_group
 from raftkv_cli.node import node_command
 
@@ -19,3 +20,4 @@ def main() -> None:
 
 main.add_command(node_command)
 main.add_command(cluster_group)
+main.add_command(bench_group)
