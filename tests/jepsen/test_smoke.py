@@ -1,0 +1,86 @@
+"""Real runs: 3 raftkv processes, faults from outside, verdict from the checkers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="partitions need root (netns+iptables)")
+
+
+def run_jepsen(tmp_path: Path, *args: str, timeout: float) -> tuple[int, dict[str, Any], str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONSAFEPATH", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jepsen", "test", "--results", str(tmp_path), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    runs = sorted(tmp_path.iterdir())
+    assert runs, proc.stdout + proc.stderr
+    verdict_file = runs[-1] / "verdict.json"
+    assert verdict_file.exists(), proc.stdout + proc.stderr
+    return proc.returncode, json.loads(verdict_file.read_text()), proc.stdout
+
+
+@pytest.mark.integration
+@needs_root
+def test_register_under_kill_and_partition(tmp_path) -> None:
+    code, verdict, out = run_jepsen(
+        tmp_path,
+        "--workload",
+        "register",
+        "--nemesis",
+        "kill,partition",
+        "--time-limit",
+        "20",
+        "--rate",
+        "40",
+        "--interval",
+        "2",
+        "--fault-duration",
+        "4",
+        timeout=150,
+    )
+    assert code == 0, out
+    assert verdict["valid"]
+    assert verdict["ops"]["ok"] > 200
+    assert verdict["nemesis"], "no fault was injected"
+    run = sorted(tmp_path.iterdir())[-1]
+    for name in ("history.jsonl", "verdict.txt", "latency.png", "throughput.png", "index.html"):
+        assert (run / name).exists()
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "rkvj-" not in ns or all(
+        Path(f"/proc/{line.split('-')[1]}").exists()
+        for line in ns.split()
+        if line.startswith("rkvj-")
+    )
+
+
+@pytest.mark.slow
+@needs_root
+@pytest.mark.parametrize("workload", ["register", "append", "set", "watch"])
+def test_soak(tmp_path, workload) -> None:
+    code, _verdict, out = run_jepsen(
+        tmp_path,
+        "--workload",
+        workload,
+        "--nemesis",
+        "partition,kill,pause,compact",
+        "--time-limit",
+        "120",
+        "--rate",
+        "60",
+        timeout=600,
+    )
+    assert code == 0, out
