@@ -251,6 +251,7 @@ class _Output:
     def __init__(self, width: int, colour: bool) -> None:
         self._width = width
         self._colour = colour
+        self._closed = False
 
     def prefix(self, index: int, name: str) -> str:
         label = f"{name:<{self._width}} | "
@@ -259,8 +260,13 @@ class _Output:
         return label
 
     def line(self, text: str) -> None:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        if self._closed:
+            return
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):  # the reader went away (| head): keep supervising
+            self._closed = True
 
     def say(self, text: str) -> None:
         label = "raftkv: "
