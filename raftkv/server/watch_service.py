@@ -568,6 +568,7 @@ class WatchService:
         if require_leader:
             tasks.append(asyncio.create_task(self._monitor_leader(lost_leader)))
         lost = asyncio.create_task(lost_leader.wait())
+        get: asyncio.Task[bytes] | None = None
         try:
             while True:
                 get = asyncio.create_task(stream.queue.get())
@@ -584,6 +585,8 @@ class WatchService:
         finally:
             stream.close()
             lost.cancel()
+            if get is not None:
+                get.cancel()
             for t in tasks:
                 t.cancel()
 

@@ -1,0 +1,730 @@
+"""``AsyncClient``: etcd's v3 API over grpc.aio, with failover that never guesses.
+
+Failover rules:
+
+* A call goes to the current endpoint; the channel must be READY before anything is sent (a
+  member that cannot be reached within ``connect_timeout_s`` is skipped, nothing was sent).
+* Reads (Range, read-only Txn, MemberList, Status) are retried on other members until their
+  deadline: repeating a read is harmless.
+* Writes are retried only when the error proves they were not applied: the connection could
+  not be made, or the member said "no leader" / "not leader" / "leader changed" / "too many
+  requests" (rejected before proposing). Any other failure after the request may have gone
+  out (a timeout, "request timed out", a broken connection) raises ``OutcomeUnknown``.
+* Watches resume on another member from the last delivered revision + 1 (see :class:`Watch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from raftkv.client.errors import (
+    ClientTimeout,
+    EtcdError,
+    OutcomeUnknown,
+    Unavailable,
+    WatchCanceled,
+    WatchCompacted,
+)
+from raftkv.client.txn import Txn, prefix_end
+from raftkv.client.types import (
+    CompactResult,
+    DeleteResult,
+    Event,
+    EventType,
+    Header,
+    KeyValue,
+    Member,
+    MemberListResult,
+    OpResult,
+    PutResult,
+    RangeResult,
+    StatusResult,
+    TxnResult,
+    WatchResponse,
+)
+from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+__all__ = ["AsyncClient", "AsyncWatch", "channel_options", "parse_endpoint"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 5.0
+_T = TypeVar("_T")
+
+_DEFINITE_NOT_APPLIED = (
+    "etcdserver: no leader",
+    "etcdserver: not leader",
+    "etcdserver: leader changed",
+    "etcdserver: too many requests",
+)
+_NOT_CONNECTED = (
+    "failed to connect to all addresses",
+    "connection refused",
+    "dns resolution failed",
+    "no address available",
+    "no connection available",
+)
+
+_SORT_ORDER = {"none": 0, "ascend": 1, "descend": 2}
+_SORT_TARGET = {"key": 0, "version": 1, "create": 2, "mod": 3, "value": 4}
+
+
+def channel_options(keepalive_time_s: float, keepalive_timeout_s: float) -> list[tuple[str, Any]]:
+    """Keepalive like etcdctl (pings on open calls), within what raftkv's server accepts.
+
+    etcdctl asks for 2 s, which gRPC-Go raises to 10 s; raftkv's and etcd's servers accept pings
+    every 5 s with calls in flight. No pings without calls: etcd's server does not permit them.
+    """
+    return [
+        ("grpc.keepalive_time_ms", int(keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", 2**31 - 1),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.enable_retries", 0),
+        # Reconnect quickly after a member restarts (gRPC's default backoff grows to 2 min).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
+def parse_endpoint(ep: str) -> tuple[str, bool]:
+    """``(host:port, tls)`` from ``host:port``, ``http://host:port`` or ``https://host:port``."""
+    ep = ep.strip()
+    if ep.startswith("https://"):
+        return ep[len("https://") :].rstrip("/"), True
+    if ep.startswith("http://"):
+        return ep[len("http://") :].rstrip("/"), False
+    return ep.rstrip("/"), False
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue.from_pb(kv)
+
+
+def _range_result(r: rpc_pb2.RangeResponse) -> RangeResult:
+    return RangeResult(Header.from_pb(r.header), tuple(_kv(k) for k in r.kvs), r.more, r.count)
+
+
+def _put_result(r: rpc_pb2.PutResponse) -> PutResult:
+    return PutResult(Header.from_pb(r.header), _kv(r.prev_kv) if r.HasField("prev_kv") else None)
+
+
+def _delete_result(r: rpc_pb2.DeleteRangeResponse) -> DeleteResult:
+    return DeleteResult(Header.from_pb(r.header), r.deleted, tuple(_kv(k) for k in r.prev_kvs))
+
+
+def _op_result(r: rpc_pb2.ResponseOp) -> OpResult:
+    which = r.WhichOneof("response")
+    if which == "response_range":
+        return _range_result(r.response_range)
+    if which == "response_put":
+        return _put_result(r.response_put)
+    if which == "response_delete_range":
+        return _delete_result(r.response_delete_range)
+    return _txn_result(r.response_txn)
+
+
+def _txn_result(r: rpc_pb2.TxnResponse) -> TxnResult:
+    return TxnResult(
+        Header.from_pb(r.header), r.succeeded, tuple(_op_result(x) for x in r.responses)
+    )
+
+
+def _event(e: Any) -> Event:
+    return Event(EventType(e.type), _kv(e.kv), _kv(e.prev_kv) if e.HasField("prev_kv") else None)
+
+
+def _b(x: bytes | str) -> bytes:
+    return x.encode() if isinstance(x, str) else x
+
+
+def _range_end(key: bytes, range_end: bytes | str | None, prefix: bool, from_key: bool) -> bytes:
+    if prefix:
+        return prefix_end(key) if key else b"\0"
+    if from_key:
+        return b"\0"
+    return _b(range_end or b"")
+
+
+def _txn_is_read_only(t: rpc_pb2.TxnRequest) -> bool:
+    for op in (*t.success, *t.failure):
+        which = op.WhichOneof("request")
+        if which == "request_txn":
+            if not _txn_is_read_only(op.request_txn):
+                return False
+        elif which != "request_range":
+            return False
+    return True
+
+
+class _Kind:
+    NOT_SENT = "not-sent"  # definitely not applied: safe to retry anything
+    DEFINITE = "definite"  # the server's answer: raise it
+    UNKNOWN = "unknown"  # may have been applied
+
+
+def _classify(e: grpc.aio.AioRpcError) -> str:
+    code = e.code()
+    details = (e.details() or "").lower()
+    if any(d in details for d in _DEFINITE_NOT_APPLIED):
+        return _Kind.NOT_SENT
+    if code == grpc.StatusCode.UNAVAILABLE and any(d in details for d in _NOT_CONNECTED):
+        return _Kind.NOT_SENT
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    ):
+        return _Kind.UNKNOWN
+    return _Kind.DEFINITE
+
+
+@dataclass
+class _Endpoint:
+    target: str
+    tls: bool
+    channel: aio.Channel | None = None
+    down_until: float = 0.0
+
+
+class AsyncClient:
+    """An asyncio etcd v3 client over several endpoints.
+
+    ``async with AsyncClient(["127.0.0.1:2379", ...]) as c: await c.put(b"k", b"v")``
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str = ("127.0.0.1:2379",),
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = 1.0,
+        ca_cert: str | bytes | None = None,
+        cert: str | bytes | None = None,
+        key: str | bytes | None = None,
+        keepalive_time_s: float = 10.0,
+        keepalive_timeout_s: float = 6.0,
+        require_leader: bool = True,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e.strip()]
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.require_leader = require_leader
+        self._options = channel_options(keepalive_time_s, keepalive_timeout_s)
+        self._tls = any(x is not None for x in (ca_cert, cert, key))
+        self._creds: grpc.ChannelCredentials | None = None
+        if self._tls or any(parse_endpoint(e)[1] for e in endpoints):
+            self._creds = grpc.ssl_channel_credentials(_read(ca_cert), _read(key), _read(cert))
+        self._endpoints = [_Endpoint(*parse_endpoint(e)) for e in endpoints]
+        self._current = random.randrange(len(self._endpoints))
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        for ep in self._endpoints:
+            if ep.channel is not None:
+                await ep.channel.close()
+                ep.channel = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [ep.target for ep in self._endpoints]
+
+    def _channel(self, ep: _Endpoint) -> aio.Channel:
+        if ep.channel is None:
+            if self._creds is not None or ep.tls:
+                creds = self._creds or grpc.ssl_channel_credentials()
+                ep.channel = aio.secure_channel(ep.target, creds, options=self._options)
+            else:
+                ep.channel = aio.insecure_channel(ep.target, options=self._options)
+        return ep.channel
+
+    def _order(self) -> list[_Endpoint]:
+        """Endpoints to try: the current one first, then the others, healthy ones first."""
+        n = len(self._endpoints)
+        ring = [self._endpoints[(self._current + i) % n] for i in range(n)]
+        now = time.monotonic()
+        return sorted(ring, key=lambda ep: ep.down_until > now)
+
+    def _mark_down(self, ep: _Endpoint) -> None:
+        ep.down_until = time.monotonic() + 1.0
+        if self._endpoints[self._current] is ep:
+            self._current = (self._current + 1) % len(self._endpoints)
+
+    def _use(self, ep: _Endpoint) -> None:
+        ep.down_until = 0.0
+        self._current = self._endpoints.index(ep)
+
+    async def _ready(self, ep: _Endpoint, deadline: float) -> aio.Channel | None:
+        ch = self._channel(ep)
+        wait = min(self.connect_timeout_s, deadline - time.monotonic())
+        if wait <= 0:
+            return None
+        try:
+            await asyncio.wait_for(ch.channel_ready(), wait)
+        except TimeoutError:
+            return None
+        return ch
+
+    # -- the one call path ----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        make: Callable[[aio.Channel], Any],
+        request: Any,
+        *,
+        safe: bool,
+        timeout_s: float | None,
+        endpoint: str | None = None,
+    ) -> Any:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        last: BaseException | None = None
+        attempt = 0
+        while True:
+            candidates = self._order()
+            if endpoint is not None:
+                candidates = [ep for ep in self._endpoints if ep.target == endpoint] or [
+                    _Endpoint(*parse_endpoint(endpoint))
+                ]
+            for ep in candidates:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ch = await self._ready(ep, deadline)
+                if ch is None:
+                    self._mark_down(ep)
+                    last = Unavailable(f"{ep.target}: not reachable")
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    result = await make(ch)(request, timeout=remaining)
+                except aio.AioRpcError as e:
+                    kind = _classify(e)
+                    if kind == _Kind.DEFINITE:
+                        raise EtcdError(e.code().name, e.details() or "") from None
+                    if kind == _Kind.UNKNOWN and not safe:
+                        raise OutcomeUnknown(
+                            f"{ep.target}: {e.code().name}: {e.details()}; "
+                            "the write may or may not have been applied"
+                        ) from None
+                    self._mark_down(ep)
+                    last = e
+                    continue
+                self._use(ep)
+                return result
+            if time.monotonic() >= deadline:
+                break
+            attempt += 1
+            await asyncio.sleep(min(0.05 * 2**attempt, 0.5, max(0.0, deadline - time.monotonic())))
+        detail = (
+            f": {last.code().name}: {last.details()}"
+            if isinstance(last, aio.AioRpcError)
+            else (f": {last}" if last else "")
+        )
+        if safe:
+            raise ClientTimeout(f"no member answered within {timeout} s{detail}")
+        raise Unavailable(f"write not applied: no member accepted it within {timeout} s{detail}")
+
+    # -- KV -------------------------------------------------------------------------------------
+
+    async def get(
+        self,
+        key: bytes | str,
+        range_end: bytes | str | None = None,
+        *,
+        prefix: bool = False,
+        from_key: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: str = "none",
+        sort_target: str = "key",
+        keys_only: bool = False,
+        count_only: bool = False,
+        serializable: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+        timeout_s: float | None = None,
+    ) -> RangeResult:
+        k = _b(key)
+        req = rpc_pb2.RangeRequest(
+            key=k,
+            range_end=_range_end(k, range_end, prefix, from_key),
+            limit=limit,
+            revision=revision,
+            sort_order=_SORT_ORDER[sort_order.lower()],  # type: ignore[arg-type]
+            sort_target=_SORT_TARGET[sort_target.lower()],  # type: ignore[arg-type]
+            serializable=serializable,
+            keys_only=keys_only,
+            count_only=count_only,
+            min_mod_revision=min_mod_revision,
+            max_mod_revision=max_mod_revision,
+            min_create_revision=min_create_revision,
+            max_create_revision=max_create_revision,
+        )
+        r = await self._call(
+            lambda ch: rpc_pb2_grpc.KVStub(ch).Range, req, safe=True, timeout_s=timeout_s
+        )
+        return _range_result(r)
+
+    range = get
+
+    async def put(
+        self,
+        key: bytes | str,
+        value: bytes | str,
+        *,
+        lease: int = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+        timeout_s: float | None = None,
+    ) -> PutResult:
+        req = rpc_pb2.PutRequest(
+            key=_b(key),
+            value=_b(value),
+            lease=lease,
+            prev_kv=prev_kv,
+            ignore_value=ignore_value,
+            ignore_lease=ignore_lease,
+        )
+        r = await self._call(
+            lambda ch: rpc_pb2_grpc.KVStub(ch).Put, req, safe=False, timeout_s=timeout_s
+        )
+        return _put_result(r)
+
+    async def delete(
+        self,
+        key: bytes | str,
+        range_end: bytes | str | None = None,
+        *,
+        prefix: bool = False,
+        from_key: bool = False,
+        prev_kv: bool = False,
+        timeout_s: float | None = None,
+    ) -> DeleteResult:
+        k = _b(key)
+        req = rpc_pb2.DeleteRangeRequest(
+            key=k, range_end=_range_end(k, range_end, prefix, from_key), prev_kv=prev_kv
+        )
+        r = await self._call(
+            lambda ch: rpc_pb2_grpc.KVStub(ch).DeleteRange, req, safe=False, timeout_s=timeout_s
+        )
+        return _delete_result(r)
+
+    async def txn(
+        self, txn: Txn | rpc_pb2.TxnRequest, *, timeout_s: float | None = None
+    ) -> TxnResult:
+        req = txn.to_pb() if isinstance(txn, Txn) else txn
+        r = await self._call(
+            lambda ch: rpc_pb2_grpc.KVStub(ch).Txn,
+            req,
+            safe=_txn_is_read_only(req),
+            timeout_s=timeout_s,
+        )
+        return _txn_result(r)
+
+    async def compact(
+        self, revision: int, *, physical: bool = False, timeout_s: float | None = None
+    ) -> CompactResult:
+        req = rpc_pb2.CompactionRequest(revision=revision, physical=physical)
+        r = await self._call(
+            lambda ch: rpc_pb2_grpc.KVStub(ch).Compact, req, safe=False, timeout_s=timeout_s
+        )
+        return CompactResult(Header.from_pb(r.header))
+
+    # -- cluster and maintenance -----------------------------------------------------------------
+
+    async def member_list(self, *, timeout_s: float | None = None) -> MemberListResult:
+        r = await self._call(
+            lambda ch: rpc_pb2_grpc.ClusterStub(ch).MemberList,
+            rpc_pb2.MemberListRequest(),
+            safe=True,
+            timeout_s=timeout_s,
+        )
+        return MemberListResult(
+            Header.from_pb(r.header),
+            tuple(
+                Member(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs), m.isLearner)
+                for m in r.members
+            ),
+        )
+
+    async def status(
+        self, endpoint: str | None = None, *, timeout_s: float | None = None
+    ) -> StatusResult:
+        """Maintenance.Status of ``endpoint`` (default: any member that answers)."""
+        used: list[str] = []
+
+        def make(ch: aio.Channel) -> Any:
+            for ep in self._endpoints:
+                if ep.channel is ch:
+                    used.append(ep.target)
+            return rpc_pb2_grpc.MaintenanceStub(ch).Status
+
+        r = await self._call(
+            make, rpc_pb2.StatusRequest(), safe=True, timeout_s=timeout_s, endpoint=endpoint
+        )
+        return StatusResult(
+            endpoint=endpoint or (used[-1] if used else ""),
+            header=Header.from_pb(r.header),
+            version=r.version,
+            db_size=r.dbSize,
+            leader=r.leader,
+            raft_index=r.raftIndex,
+            raft_term=r.raftTerm,
+            raft_applied_index=r.raftAppliedIndex,
+            errors=tuple(r.errors),
+            db_size_in_use=r.dbSizeInUse,
+            is_learner=r.isLearner,
+        )
+
+    # -- watch ----------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        key: bytes | str,
+        range_end: bytes | str | None = None,
+        *,
+        prefix: bool = False,
+        from_key: bool = False,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        no_put: bool = False,
+        no_delete: bool = False,
+        progress_notify: bool = False,
+        fragment: bool = False,
+    ) -> AsyncWatch:
+        """An async iterator of :class:`WatchResponse`; it survives member failures."""
+        k = _b(key)
+        filters = []
+        if no_put:
+            filters.append(rpc_pb2.WatchCreateRequest.NOPUT)
+        if no_delete:
+            filters.append(rpc_pb2.WatchCreateRequest.NODELETE)
+        create = rpc_pb2.WatchCreateRequest(
+            key=k,
+            range_end=_range_end(k, range_end, prefix, from_key),
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            progress_notify=progress_notify,
+            filters=filters,
+            fragment=fragment,
+        )
+        return AsyncWatch(self, create)
+
+    async def _open_watch(
+        self, create: rpc_pb2.WatchCreateRequest, deadline: float
+    ) -> tuple[Any, _Endpoint]:
+        """A watch stream on some reachable member, with ``create`` sent; before its reply."""
+        while True:
+            for ep in self._order():
+                ch = await self._ready(ep, deadline)
+                if ch is None:
+                    self._mark_down(ep)
+                    continue
+                md = (("hasleader", "true"),) if self.require_leader else None
+                call = rpc_pb2_grpc.WatchStub(ch).Watch(metadata=md)
+                try:
+                    await call.write(rpc_pb2.WatchRequest(create_request=create))
+                except Exception as e:  # stream broke at once; try another member
+                    logger.debug("watch on %s failed to open: %r", ep.target, e)
+                    call.cancel()
+                    self._mark_down(ep)
+                    continue
+                return call, ep
+            if time.monotonic() >= deadline:
+                raise Unavailable("no member could serve the watch")
+            await asyncio.sleep(0.1)
+
+
+def _read(x: str | bytes | None) -> bytes | None:
+    if x is None or isinstance(x, bytes):
+        return x
+    with open(x, "rb") as f:
+        return f.read()
+
+
+class AsyncWatch:
+    """Async iterator of :class:`WatchResponse`.
+
+    Tracks the next revision it needs (last delivered event + 1, or a progress notification's
+    revision + 1, or the created response's revision + 1 for a watch "from now"). When the
+    stream breaks, the member dies or loses its leader, it opens a new stream on any member from
+    that revision: no event is lost or repeated. If that revision was compacted it raises
+    :class:`WatchCompacted`. ``reconnect_timeout_s`` bounds how long it keeps trying.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        create: rpc_pb2.WatchCreateRequest,
+        reconnect_timeout_s: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._create = create
+        self.next_revision = create.start_revision if create.start_revision > 0 else 0
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.endpoint: str | None = None
+        self.resumes = 0
+        self._call: Any = None
+        self._closed = False
+        self._frags: list[Any] = []
+        self._created = asyncio.Event()
+
+    def __aiter__(self) -> AsyncIterator[WatchResponse]:
+        return self._iterate()
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def wait_created(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        """Wait until the server confirmed the watch (only while iterating)."""
+        await asyncio.wait_for(self._created.wait(), timeout_s)
+
+    def _request(self) -> rpc_pb2.WatchCreateRequest:
+        req = rpc_pb2.WatchCreateRequest()
+        req.CopyFrom(self._create)
+        if self.next_revision > 0:
+            req.start_revision = self.next_revision
+        return req
+
+    async def request_progress(self) -> None:
+        if self._call is not None:
+            await self._call.write(
+                rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
+            )
+
+    async def _iterate(self) -> AsyncIterator[WatchResponse]:
+        first = True
+        while not self._closed:
+            deadline = time.monotonic() + self.reconnect_timeout_s
+            try:
+                call, ep = await self._client._open_watch(self._request(), deadline)
+            except Unavailable:
+                raise
+            self._call = call
+            self.endpoint = ep.target
+            if not first:
+                self.resumes += 1
+            first = False
+            try:
+                async for out in self._read(call):
+                    yield out
+            except (WatchCompacted, WatchCanceled):
+                raise
+            except aio.AioRpcError as e:
+                if self.closed:
+                    return
+                logger.info(
+                    "watch on %s broke (%s: %s); resuming from revision %d",
+                    ep.target, e.code().name, e.details(), self.next_revision,
+                )  # fmt: skip
+                self._client._mark_down(ep)
+            finally:
+                call.cancel()
+                self._call = None
+                self._frags = []
+            if not self._closed:
+                await asyncio.sleep(0.05)
+
+    async def _read(self, call: Any) -> AsyncIterator[WatchResponse]:
+        while True:
+            r = await call.read()
+            if r is aio.EOF:
+                raise aio.AioRpcError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    aio.Metadata(),
+                    aio.Metadata(),
+                    details="watch stream ended",
+                )
+            if r.created and not r.canceled:
+                self._created.set()
+                if self.next_revision <= 0:
+                    # A watch "from now": anything after the creation revision is ours.
+                    self.next_revision = r.header.revision + 1
+                continue
+            if r.canceled:
+                if r.compact_revision:
+                    raise WatchCompacted(r.compact_revision, self.next_revision)
+                if "no leader" in r.cancel_reason:
+                    raise aio.AioRpcError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        aio.Metadata(),
+                        aio.Metadata(),
+                        details=r.cancel_reason,
+                    )
+                raise WatchCanceled(r.cancel_reason)
+            if r.fragment:
+                self._frags.append(r)
+                continue
+            if self._frags:
+                parts = [*self._frags, r]
+                self._frags = []
+                events = [e for p in parts for e in p.events]
+            else:
+                events = list(r.events)
+            hdr = Header.from_pb(r.header)
+            if not events:
+                if r.watch_id == -1 or not r.events:
+                    # progress notification: everything up to header.revision was delivered
+                    self.next_revision = max(self.next_revision, hdr.revision + 1)
+                    yield WatchResponse(hdr, ())
+                continue
+            out = tuple(_event(e) for e in events if e.kv.mod_revision >= self.next_revision)
+            if not out:
+                continue
+            self.next_revision = out[-1].kv.mod_revision + 1
+            yield WatchResponse(hdr, out)
+
+
+@contextlib.asynccontextmanager
+async def connect(endpoints: Sequence[str] | str, **kw: Any) -> AsyncIterator[AsyncClient]:
+    client = AsyncClient(endpoints, **kw)
+    try:
+        yield client
+    finally:
+        await client.close()
