@@ -798,11 +798,18 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 p.kill()
                 p.join()
     cpu_tree = _cpu_tree() - cpu_tree0
-    return _merge(cfg, results, nproc, cpu_tree, interrupted)
+    reported = {r["worker"] for r in results}
+    lost = [f"{i} (exit code {p.exitcode})" for i, p in enumerate(procs) if i not in reported]
+    return _merge(cfg, results, nproc, cpu_tree, interrupted, lost)
 
 
 def _merge(
-    cfg: BenchConfig, results: list[dict[str, Any]], nproc: int, cpu_tree: float, interrupted: bool
+    cfg: BenchConfig,
+    results: list[dict[str, Any]],
+    nproc: int,
+    cpu_tree: float,
+    interrupted: bool,
+    lost: Sequence[str] = (),
 ) -> dict[str, Any]:
     report: dict[str, Any] = {
         "workload": cfg.workload,
@@ -815,7 +822,9 @@ def _merge(
         report.update(status="unimplemented", error=unimpl[0])
         return report
     if fatal or len(results) < nproc:
-        report.update(status="failed", error=fatal[0] if fatal else "a worker process died")
+        report.update(
+            status="failed", error=fatal[0] if fatal else f"no report from worker {', '.join(lost)}"
+        )
         return report
     hist, write_hist = Histogram(), Histogram()
     errors: dict[str, int] = {}

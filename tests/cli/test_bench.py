@@ -1,0 +1,83 @@
+"""Smoke test of ``raftkv bench`` (not a benchmark): a put run against an in-process server.
+
+The etcd KV service runs over a FakeNode in a background thread's event loop; the real
+``raftkv`` command runs in a subprocess, as a user would run it, and must report every one of
+its operations as ok in its JSON output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from raftkv.server.grpc_server import add_client_services, client_server_options
+from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
+from raftkv.testing.fake_node import FakeNode
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    port: list[int] = []
+    server: list[grpc.aio.Server] = []
+
+    async def serve() -> None:
+        srv = grpc.aio.server(options=client_server_options(DEFAULT_MAX_REQUEST_BYTES))
+        add_client_services(srv, FakeNode())
+        port.append(srv.add_insecure_port("127.0.0.1:0"))
+        await srv.start()
+        server.append(srv)
+        started.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(timeout=10)
+    assert started.wait(10)
+    try:
+        yield f"127.0.0.1:{port[0]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server[0].stop(None), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raftkv_cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_put_reports_every_operation_ok(endpoint: str) -> None:
+    proc = bench(
+        "put", "--endpoints", endpoint, "--total", "200", "--concurrency", "8", "-w", "json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "ok"
+    assert report["ok"] == 200
+    assert report["errors"] == {}
+    assert report["latency_ms"]["p50"] > 0
+    assert report["latency_ms"]["max"] >= report["latency_ms"]["p99"] >= report["latency_ms"]["p50"]
+    assert report["generator"]["cpu_s"] > 0
+    assert sum(count for _, count in report["histogram_ms"]) == 200
+
+
+def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
+    proc = bench("lease", "--endpoints", endpoint, "--total", "10", "-w", "json", "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "unimplemented"
+    assert "Traceback" not in proc.stderr
