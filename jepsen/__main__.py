@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         t.add_argument("--interval", type=float, default=5.0, help="quiet seconds between faults")
         t.add_argument("--fault-duration", type=float, default=5.0)
         t.add_argument("--op-timeout", type=float, default=2.0)
-        t.add_argument("--no-netns", action="store_true", help="plain loopback, no partitions")
+        t.add_argument(
+            "--no-netns", action="store_true", help="loopback; partitions by peer proxies"
+        )
         t.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jepsen.client import Client, ClientError
+from jepsen.proxy import PeerProxies
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class Cluster:
     hub: str | None = None
     _orig_ns_fd: int | None = None
     member_names: dict[int, str] = field(default_factory=dict)
+    proxies: PeerProxies | None = None
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -144,6 +146,16 @@ class Cluster:
                         self.workdir / f"{name}.log",
                     )
                 )
+
+    def enable_proxies(self) -> None:
+        """Loopback mode: put a blackholing proxy in front of every peer port."""
+        if self.use_netns or self.proxies is not None:
+            return
+        self.proxies = PeerProxies(
+            lambda: {n.proc.pid: n.name for n in self.nodes if n.proc is not None and n.alive}
+        )
+        for node in self.nodes:
+            self.proxies.add(node.name, node.advertised_peer_port, node.peer_port)
 
     def _setup_netns(self) -> None:
         cleanup_stale_namespaces()
@@ -185,6 +197,8 @@ class Cluster:
 
     def teardown(self) -> None:
         """Kill every node and remove every namespace. Safe to call twice."""
+        if self.proxies is not None:
+            self.proxies.close()
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
                 try:

@@ -62,13 +62,16 @@ def partition_grudge(kind: str, names: list[str], rng: random.Random, leader: st
 
 
 class Net:
-    """Applies grudges with iptables inside each node's namespace."""
+    """Applies grudges: iptables inside each node's namespace, or the peer proxies."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.iptables = "iptables"
 
     def apply(self, grudge: Grudge) -> None:
+        if self.cluster.proxies is not None:
+            self.cluster.proxies.grudge = {k: set(v) for k, v in grudge.items()}
+            return
         by_name = {n.name: n for n in self.cluster.nodes}
         for dst, srcs in grudge.items():
             node = by_name[dst]
@@ -76,6 +79,9 @@ class Net:
                 self._ipt(node, "-A", "INPUT", "-s", by_name[src].ip, "-j", "DROP")
 
     def heal(self) -> None:
+        if self.cluster.proxies is not None:
+            self.cluster.proxies.grudge = {}
+            return
         for node in self.cluster.nodes:
             self._ipt(node, "-F", "INPUT")
 

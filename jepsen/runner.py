@@ -80,8 +80,6 @@ def run(opts: Options) -> int:
     concurrency = opts.concurrency or 2 * opts.nodes
     root = os.geteuid() == 0
     use_netns = root if opts.netns is None else opts.netns
-    if "partition" in opts.nemesis and not use_netns:
-        raise SystemExit("the partition nemesis needs root (iptables in a network namespace)")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = opts.results / f"{stamp}-{opts.db}-{opts.workload}-{os.getpid()}"
     out.mkdir(parents=True, exist_ok=True)
@@ -98,9 +96,14 @@ def run(opts: Options) -> int:
     workload = None
     try:
         cluster.setup()
+        if "partition" in opts.nemesis:
+            cluster.enable_proxies()  # no-op with netns: iptables does it there
         cluster.start_all()
         cluster.wait_ready()
-        _say(f"cluster ready ({'netns + iptables' if use_netns else 'loopback'})")
+        net = "netns + iptables" if use_netns else "loopback"
+        if cluster.proxies is not None:
+            net += " + blackholing peer proxies"
+        _say(f"cluster ready ({net})")
         rec = Recorder()
         endpoints = {n.name: n.endpoint for n in cluster.nodes}
         workload = WORKLOADS[opts.workload](rec, endpoints, seed)

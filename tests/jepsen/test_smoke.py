@@ -84,3 +84,16 @@ def test_soak(tmp_path, workload) -> None:
         timeout=600,
     )
     assert code == 0, out
+
+
+@pytest.mark.slow
+def test_partitions_without_root_use_peer_proxies(tmp_path) -> None:
+    code, verdict, out = run_jepsen(
+        tmp_path,
+        *("--workload", "register", "--nemesis", "partition", "--no-netns"),
+        *("--time-limit", "30", "--interval", "2", "--fault-duration", "5"),
+        timeout=200,
+    )
+    assert "blackholing peer proxies" in out
+    assert code == 0, out
+    assert verdict["nemesis"]
