@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from raftkv_cli.bench import bench_group
 from raftkv_cli.cluster import cluster_group
+from raftkv_cli.ctl import COMMANDS as CTL_COMMANDS
 from raftkv_cli.node import node_command
 
 import raftkv
@@ -21,3 +22,5 @@ def main() -> None:
 main.add_command(node_command)
 main.add_command(cluster_group)
 main.add_command(bench_group)
+for _command in CTL_COMMANDS:
+    main.add_command(_command)

@@ -1,0 +1,631 @@
+"""etcdctl-style client commands built on :mod:`raftkv.client`.
+
+``raftkv get|put|del|txn|watch|compact``, ``raftkv member list`` and ``raftkv endpoint status``.
+Each takes ``--endpoints`` and ``-w simple|json|table`` (etcdctl's output formats: ``simple``
+prints like etcdctl, ``json`` prints etcd's JSON with base64 keys and values).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from raftkv.client import (
+    Client,
+    ClientError,
+    Compare,
+    DeleteResult,
+    Event,
+    Header,
+    KeyValue,
+    OutcomeUnknown,
+    PutResult,
+    RangeResult,
+    Txn,
+    TxnResult,
+    WatchCompacted,
+    create_revision,
+    delete,
+    get,
+    lease,
+    mod_revision,
+    put,
+    value,
+    version,
+)
+from raftkv.client.types import OpResult
+
+__all__ = ["COMMANDS"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _common(f: F) -> F:
+    opts = [
+        click.option(
+            "--endpoints",
+            default="127.0.0.1:2379",
+            show_default=True,
+            envvar="ETCDCTL_ENDPOINTS",
+            help="Comma-separated gRPC endpoints.",
+        ),
+        click.option(
+            "-w",
+            "--write-out",
+            type=click.Choice(["simple", "json", "table"]),
+            default="simple",
+            show_default=True,
+        ),
+        click.option("--command-timeout", type=float, default=5.0, show_default=True),
+        click.option("--cacert", default=None, help="CA bundle for TLS."),
+        click.option("--cert", default=None, help="Client certificate for TLS."),
+        click.option("--key", "key_file", default=None, help="Client key for TLS."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _client(kw: dict[str, Any]) -> Client:
+    return Client(
+        kw.pop("endpoints"),
+        timeout_s=kw.pop("command_timeout"),
+        ca_cert=kw.pop("cacert"),
+        cert=kw.pop("cert"),
+        key=kw.pop("key_file"),
+    )
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if isinstance(exc, OutcomeUnknown):
+        click.echo(f"Error: outcome unknown: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _hdr(h: Header) -> dict[str, int]:
+    return {
+        "cluster_id": h.cluster_id,
+        "member_id": h.member_id,
+        "revision": h.revision,
+        "raft_term": h.raft_term,
+    }
+
+
+def _kv_json(kv: KeyValue) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": _b64(kv.key)}
+    for name in ("create_revision", "mod_revision", "version"):
+        if getattr(kv, name):
+            out[name] = getattr(kv, name)
+    if kv.value:
+        out["value"] = _b64(kv.value)
+    if kv.lease:
+        out["lease"] = kv.lease
+    return out
+
+
+def _text(b: bytes) -> str:
+    return b.decode(errors="replace")
+
+
+def _range_json(r: RangeResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"header": _hdr(r.header)}
+    if r.kvs:
+        out["kvs"] = [_kv_json(kv) for kv in r.kvs]
+    if r.more:
+        out["more"] = True
+    out["count"] = r.count
+    return out
+
+
+def _op_json(r: OpResult) -> dict[str, Any]:
+    if isinstance(r, RangeResult):
+        return {"Response": {"response_range": _range_json(r)}}
+    if isinstance(r, PutResult):
+        return {"Response": {"response_put": {"header": _hdr(r.header)}}}
+    if isinstance(r, DeleteResult):
+        return {
+            "Response": {"response_delete_range": {"header": _hdr(r.header), "deleted": r.deleted}}
+        }
+    return {"Response": {"response_txn": _txn_json(r)}}
+
+
+def _txn_json(r: TxnResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"header": _hdr(r.header)}
+    if r.succeeded:
+        out["succeeded"] = True
+    out["responses"] = [_op_json(x) for x in r.responses]
+    return out
+
+
+def _print_range_simple(r: RangeResult, keys_only: bool = False) -> None:
+    for kv in r.kvs:
+        click.echo(_text(kv.key))
+        if not keys_only:
+            click.echo(_text(kv.value))
+    if not r.kvs and r.count and not keys_only:
+        click.echo(r.count)
+
+
+def _print_op_simple(r: OpResult) -> None:
+    if isinstance(r, RangeResult):
+        _print_range_simple(r)
+    elif isinstance(r, PutResult):
+        click.echo("OK")
+    elif isinstance(r, DeleteResult):
+        click.echo(r.deleted)
+    else:
+        _print_txn_simple(r)
+
+
+def _print_txn_simple(r: TxnResult) -> None:
+    click.echo("SUCCESS" if r.succeeded else "FAILURE")
+    for op in r.responses:
+        click.echo()
+        _print_op_simple(op)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(r: Sequence[str]) -> str:
+        return "|" + "|".join(f" {c:^{w}} " for c, w in zip(r, widths, strict=True)) + "|"
+
+    return "\n".join([sep, line([h.upper() for h in headers]), sep, *(line(r) for r in cells), sep])
+
+
+# -- get / put / del ------------------------------------------------------------------------------
+
+
+@click.command("get")
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option("--prefix", is_flag=True)
+@click.option("--from-key", is_flag=True)
+@click.option("--limit", type=int, default=0)
+@click.option("--rev", type=int, default=0)
+@click.option("--order", type=click.Choice(["ASCEND", "DESCEND"], case_sensitive=False))
+@click.option(
+    "--sort-by",
+    type=click.Choice(["KEY", "VERSION", "CREATE", "MODIFY", "VALUE"], case_sensitive=False),
+)
+@click.option("--keys-only", is_flag=True)
+@click.option("--count-only", is_flag=True)
+@click.option("--print-value-only", is_flag=True)
+@click.option("--consistency", type=click.Choice(["l", "s"]), default="l", show_default=True)
+@_common
+def get_command(key: str, range_end: str | None, **kw: Any) -> None:
+    """Get a key or a range of keys."""
+    out = kw.pop("write_out")
+    order = (kw.pop("order") or ("ASCEND" if kw["sort_by"] else "NONE")).lower()
+    sort_by = (kw.pop("sort_by") or "key").lower()
+    target = {"modify": "mod"}.get(sort_by, sort_by)
+    with _client(kw) as c:
+        try:
+            r = c.get(
+                key,
+                range_end,
+                prefix=kw["prefix"],
+                from_key=kw["from_key"],
+                limit=kw["limit"],
+                revision=kw["rev"],
+                sort_order=order,
+                sort_target=target,
+                keys_only=kw["keys_only"],
+                count_only=kw["count_only"],
+                serializable=kw["consistency"] == "s",
+            )
+        except ClientError as e:
+            _fail(e)
+    if out == "json":
+        click.echo(json.dumps(_range_json(r)))
+    elif kw["count_only"]:
+        click.echo(r.count)
+    elif kw["print_value_only"]:
+        for kv in r.kvs:
+            click.echo(_text(kv.value))
+    else:
+        _print_range_simple(r, kw["keys_only"])
+
+
+@click.command("put")
+@click.argument("key")
+@click.argument("value", required=False)
+@click.option("--lease", "lease_id", default="0", help="Lease ID (hex).")
+@click.option("--prev-kv", is_flag=True)
+@click.option("--ignore-value", is_flag=True)
+@click.option("--ignore-lease", is_flag=True)
+@_common
+def put_command(key: str, value: str | None, **kw: Any) -> None:
+    """Put a key (the value is read from stdin when omitted)."""
+    out = kw.pop("write_out")
+    if value is None and not kw["ignore_value"]:
+        value = sys.stdin.read()
+    with _client(kw) as c:
+        try:
+            r = c.put(
+                key,
+                value or "",
+                lease=int(kw["lease_id"], 16),
+                prev_kv=kw["prev_kv"],
+                ignore_value=kw["ignore_value"],
+                ignore_lease=kw["ignore_lease"],
+            )
+        except ClientError as e:
+            _fail(e)
+    if out == "json":
+        d: dict[str, Any] = {"header": _hdr(r.header)}
+        if r.prev_kv:
+            d["prev_kv"] = _kv_json(r.prev_kv)
+        click.echo(json.dumps(d))
+        return
+    click.echo("OK")
+    if r.prev_kv is not None:
+        click.echo(_text(r.prev_kv.key))
+        click.echo(_text(r.prev_kv.value))
+
+
+@click.command("del")
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option("--prefix", is_flag=True)
+@click.option("--from-key", is_flag=True)
+@click.option("--prev-kv", is_flag=True)
+@_common
+def del_command(key: str, range_end: str | None, **kw: Any) -> None:
+    """Delete a key or a range of keys."""
+    out = kw.pop("write_out")
+    with _client(kw) as c:
+        try:
+            r = c.delete(
+                key, range_end, prefix=kw["prefix"], from_key=kw["from_key"], prev_kv=kw["prev_kv"]
+            )
+        except ClientError as e:
+            _fail(e)
+    if out == "json":
+        d: dict[str, Any] = {"header": _hdr(r.header), "deleted": r.deleted}
+        if r.prev_kvs:
+            d["prev_kvs"] = [_kv_json(kv) for kv in r.prev_kvs]
+        click.echo(json.dumps(d))
+        return
+    click.echo(r.deleted)
+    for kv in r.prev_kvs:
+        click.echo(_text(kv.key))
+        click.echo(_text(kv.value))
+
+
+# -- txn ------------------------------------------------------------------------------------------
+
+_CMP = re.compile(
+    r'^\s*(\w+)\(\s*"((?:[^"\\]|\\.)*)"\s*\)\s*(=|==|!=|<|>)\s*"?((?:[^"\\]|\\.)*)"?\s*$'
+)
+_TARGETS: dict[str, Callable[..., Compare]] = {
+    "ver": version,
+    "version": version,
+    "c": create_revision,
+    "create": create_revision,
+    "m": mod_revision,
+    "mod": mod_revision,
+    "val": value,
+    "value": value,
+    "lease": lease,
+}
+
+
+def parse_compare(line: str) -> Compare:
+    """etcdctl's compare syntax: ``mod("key") > "3"``, ``value("k") = "v"``."""
+    m = _CMP.match(line)
+    if m is None or m.group(1) not in _TARGETS:
+        raise click.BadParameter(f"malformed comparison: {line!r}")
+    target, key, op, operand = m.groups()
+    cmp = _TARGETS[target](key.encode())
+    arg: int | bytes
+    if target in ("val", "value"):
+        arg = operand.encode()
+    else:
+        arg = int(operand, 16) if target == "lease" else int(operand)
+    if op in ("=", "=="):
+        return cmp == arg
+    if op == "!=":
+        return cmp != arg
+    return cmp > arg if op == ">" else cmp < arg
+
+
+def parse_op(line: str) -> Any:
+    """etcdctl's request syntax: ``put k v``, ``get k [end] [--prefix]``, ``del k [--prefix]``."""
+    args = shlex.split(line)
+    if not args:
+        raise click.BadParameter("empty operation")
+    verb, rest = args[0], args[1:]
+    flags = {a for a in rest if a.startswith("--")}
+    pos = [a for a in rest if not a.startswith("--")]
+    if verb == "put" and len(pos) == 2:
+        return put(pos[0], pos[1], prev_kv="--prev-kv" in flags)
+    if verb == "get" and 1 <= len(pos) <= 2:
+        return get(pos[0], pos[1] if len(pos) > 1 else None, prefix="--prefix" in flags)
+    if verb in ("del", "delete") and 1 <= len(pos) <= 2:
+        return delete(pos[0], pos[1] if len(pos) > 1 else None, prefix="--prefix" in flags)
+    raise click.BadParameter(f"malformed operation: {line!r}")
+
+
+def _read_block(interactive: bool, prompt: str) -> list[str]:
+    if interactive:
+        click.echo(prompt, err=True)
+    lines = []
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        lines.append(line.rstrip("\n"))
+    return lines
+
+
+@click.command("txn")
+@click.option("-i", "--interactive", is_flag=True, help="Prompt for each part.")
+@click.option("--compare", "compares", multiple=True, help='e.g. \'mod("k") > "0"\'')
+@click.option("--success", "successes", multiple=True, help="e.g. 'put k v'")
+@click.option("--failure", "failures", multiple=True, help="e.g. 'get k'")
+@_common
+def txn_command(
+    interactive: bool,
+    compares: tuple[str, ...],
+    successes: tuple[str, ...],
+    failures: tuple[str, ...],
+    **kw: Any,
+) -> None:
+    """A transaction: compares, then success ops, then failure ops.
+
+    Without flags, read like etcdctl from stdin: compare lines, a blank line, success
+    requests, a blank line, failure requests.
+    """
+    out = kw.pop("write_out")
+    if not (compares or successes or failures):
+        compares = tuple(_read_block(interactive, "compares:"))
+        successes = tuple(_read_block(interactive, "success requests (get, put, del):"))
+        failures = tuple(_read_block(interactive, "failure requests (get, put, del):"))
+    t = (
+        Txn()
+        .when(*(parse_compare(c) for c in compares))
+        .then(*(parse_op(s) for s in successes))
+        .otherwise(*(parse_op(f) for f in failures))
+    )
+    with _client(kw) as c:
+        try:
+            r = c.txn(t)
+        except ClientError as e:
+            _fail(e)
+    if out == "json":
+        click.echo(json.dumps(_txn_json(r)))
+    else:
+        _print_txn_simple(r)
+
+
+# -- watch ----------------------------------------------------------------------------------------
+
+
+def _event_simple(e: Event, prev: bool) -> None:
+    click.echo(e.type.name)
+    if prev and e.prev_kv is not None:
+        click.echo(_text(e.prev_kv.key))
+        click.echo(_text(e.prev_kv.value))
+    click.echo(_text(e.kv.key))
+    click.echo(_text(e.kv.value))
+
+
+@click.command("watch")
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option("--prefix", is_flag=True)
+@click.option("--rev", type=int, default=0)
+@click.option("--prev-kv", is_flag=True)
+@click.option("--progress-notify", is_flag=True)
+@_common
+def watch_command(key: str, range_end: str | None, **kw: Any) -> None:
+    """Watch a key or range; resumes on another member without losing events."""
+    out = kw.pop("write_out")
+    with _client(kw) as c:
+        w = c.watch(
+            key,
+            range_end,
+            prefix=kw["prefix"],
+            start_revision=kw["rev"],
+            prev_kv=kw["prev_kv"],
+            progress_notify=kw["progress_notify"],
+        )
+        try:
+            for resp in w:
+                if out == "json":
+                    d: dict[str, Any] = {"Header": _hdr(resp.header), "Events": []}
+                    for e in resp.events:
+                        ev: dict[str, Any] = {"kv": _kv_json(e.kv)}
+                        if e.type:
+                            ev["type"] = int(e.type)
+                        if e.prev_kv is not None:
+                            ev["prev_kv"] = _kv_json(e.prev_kv)
+                        d["Events"].append(ev)
+                    click.echo(json.dumps(d), nl=True)
+                elif resp.is_progress_notify:
+                    continue
+                else:
+                    for e in resp.events:
+                        _event_simple(e, kw["prev_kv"])
+                sys.stdout.flush()
+        except WatchCompacted as e:
+            click.echo(f"watch was canceled ({e})", err=True)
+            sys.exit(1)
+        except ClientError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            pass
+
+
+# -- compact / member list / endpoint status -------------------------------------------------------
+
+
+@click.command("compact")
+@click.argument("revision", type=int)
+@click.option("--physical", is_flag=True)
+@_common
+def compact_command(revision: int, physical: bool, **kw: Any) -> None:
+    """Compact the history up to REVISION."""
+    out = kw.pop("write_out")
+    with _client(kw) as c:
+        try:
+            r = c.compact(revision, physical=physical)
+        except ClientError as e:
+            _fail(e)
+    if out == "json":
+        click.echo(json.dumps({"header": _hdr(r.header)}))
+    else:
+        click.echo(f"compacted revision {revision}")
+
+
+@click.group("member")
+def member_group() -> None:
+    """Cluster membership."""
+
+
+@member_group.command("list")
+@click.option("--hex", "as_hex", is_flag=True, help="Print ids in hex (json output).")
+@_common
+def member_list_command(as_hex: bool, **kw: Any) -> None:
+    """List the cluster's members."""
+    out = kw.pop("write_out")
+    with _client(kw) as c:
+        try:
+            r = c.member_list()
+        except ClientError as e:
+            _fail(e)
+    if out == "json":
+        members = [
+            {
+                "ID": f"{m.id:x}" if as_hex else m.id,
+                "name": m.name,
+                "peerURLs": list(m.peer_urls),
+                "clientURLs": list(m.client_urls),
+                **({"isLearner": True} if m.is_learner else {}),
+            }
+            for m in r.members
+        ]
+        click.echo(json.dumps({"header": _hdr(r.header), "members": members}))
+        return
+    rows = [
+        (
+            f"{m.id:x}",
+            "started" if m.name else "unstarted",
+            m.name,
+            ",".join(m.peer_urls),
+            ",".join(m.client_urls),
+            str(m.is_learner).lower(),
+        )
+        for m in r.members
+    ]
+    if out == "table":
+        cols = ("ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER")
+        click.echo(_table(cols, rows))
+    else:
+        for row in rows:
+            click.echo(", ".join(row))
+
+
+@click.group("endpoint")
+def endpoint_group() -> None:
+    """Per-endpoint information."""
+
+
+@endpoint_group.command("status")
+@_common
+def endpoint_status_command(**kw: Any) -> None:
+    """Maintenance.Status of every endpoint."""
+    out = kw.pop("write_out")
+    failed = False
+    rows: list[Any] = []
+    with _client(kw) as c:
+        for ep in c.endpoints:
+            try:
+                rows.append(c.status(ep))
+            except ClientError as e:
+                click.echo(f"Failed to get the status of endpoint {ep} ({e})", err=True)
+                failed = True
+    if out == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "Endpoint": s.endpoint,
+                        "Status": {
+                            "header": _hdr(s.header),
+                            "version": s.version,
+                            "dbSize": s.db_size,
+                            "leader": s.leader,
+                            "raftIndex": s.raft_index,
+                            "raftTerm": s.raft_term,
+                            "raftAppliedIndex": s.raft_applied_index,
+                            "dbSizeInUse": s.db_size_in_use,
+                            **({"errors": list(s.errors)} if s.errors else {}),
+                        },
+                    }
+                    for s in rows
+                ]
+            )
+        )
+    else:
+        table = [
+            (
+                s.endpoint,
+                f"{s.header.member_id:x}",
+                s.version,
+                _size(s.db_size),
+                str(s.header.member_id == s.leader).lower(),
+                str(s.is_learner).lower(),
+                s.raft_term,
+                s.raft_index,
+                s.raft_applied_index,
+                ", ".join(s.errors),
+            )
+            for s in rows
+        ]
+        if out == "table":
+            cols = (
+                "ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER",
+                "RAFT TERM", "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS",
+            )  # fmt: skip
+            click.echo(_table(cols, table))
+        else:
+            for row in table:
+                click.echo(", ".join(str(x) for x in row))
+    if failed:
+        sys.exit(1)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+COMMANDS: list[click.Command] = [
+    get_command,
+    put_command,
+    del_command,
+    txn_command,
+    watch_command,
+    compact_command,
+    member_group,
+    endpoint_group,
+]
