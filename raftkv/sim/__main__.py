@@ -2,6 +2,7 @@
 
     python -m raftkv.sim --seed 42                 one seed: print its world and the verdict
     python -m raftkv.sim --seed 42 --trace         ... and the last actions on failure
+    python -m raftkv.sim --seed 42 --trace --trace-file t.log   ... all of them, to a file
     python -m raftkv.sim --seeds 1000 --jobs 2     soak 1000 seeds from a random start
     python -m raftkv.sim --seeds 500 --start 7     ... from seed 7
     python -m raftkv.sim --time-budget 60          soak for a minute
@@ -32,6 +33,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (0: one per core)")
     p.add_argument("--check-determinism", action="store_true", help="run each seed twice")
     p.add_argument("--trace", action="store_true", help="print recent actions on failure")
+    p.add_argument("--trace-lines", type=int, default=200, help="how many (default 200)")
+    p.add_argument("--trace-file", help="write the whole verbose trace of a failure here")
     p.add_argument("--quiet", action="store_true", help="only print failures and the total")
     return p.parse_args(argv)
 
@@ -56,9 +59,17 @@ def _one(args: argparse.Namespace) -> int:
             print(f"deterministic: trace {result.trace_hash}")
     if not result.ok:
         if args.trace:
-            print("last actions:")
-            for line in result.recent:
-                print("  " + line)
+            # Runs replay exactly, so a verbose rerun shows what led to the failure.
+            keep = None if args.trace_file else args.trace_lines
+            verbose = run_seed(seed, args.ticks, verbose=True, keep=keep)
+            if args.trace_file:
+                with open(args.trace_file, "w") as out:
+                    out.write("\n".join(verbose.recent) + "\n")
+                print(f"full trace ({len(verbose.recent)} actions) in {args.trace_file}")
+            else:
+                print(f"last {len(verbose.recent)} actions (verbose rerun):")
+                for line in verbose.recent:
+                    print("  " + line)
         print(f"repro: {result.repro}")
         code = 1
     return code

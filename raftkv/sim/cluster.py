@@ -12,62 +12,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from raftkv.errors import NotLeader, ProposalDropped, RaftKVError
+from raftkv.errors import RaftKVError
 from raftkv.raft.messages import InstallSnapshot, Message, VoteResponse
 from raftkv.raft.ready import Ready
 from raftkv.raft.types import ConfState, Entry, Index, NodeId, Role, Snapshot, Term
 from raftkv.sim.chooser import Chooser, pick
+from raftkv.sim.clients import Client, Workload
 from raftkv.sim.invariants import InvariantChecker
-from raftkv.sim.kv import encode_cas, encode_put
-from raftkv.sim.network import SimNetwork, make_partition
-from raftkv.sim.node import SimNode, SimulationError
+from raftkv.sim.network import SimNetwork, describe_message, describe_ready, make_partition
+from raftkv.sim.node import STAGE_NAMES, SimNode, SimulationError
 from raftkv.sim.options import SimOptions
-from raftkv.testing.history import History, Op, OpKind
+from raftkv.sim.stats import Stats
+from raftkv.testing.history import OpKind
 from raftkv.testing.linearizability import CheckResult, check_history
 
-__all__ = ["Client", "PendingOp", "SimCluster"]
-
-
-@dataclass(slots=True)
-class PendingOp:
-    request_id: int
-    client: Client
-    handle: int
-    kind: OpKind
-    key: str
-    node: NodeId
-    deadline: int
-    invoke_time: int
-    value: int | None = None
-    expected: int | None = None
-
-
-@dataclass(slots=True)
-class Client:
-    """A Jepsen-style client: one op outstanding at most; a new process id after an info."""
-
-    id: int
-    process: int
-    hint: NodeId = 0
-    op: PendingOp | None = None
-
-
-@dataclass(slots=True)
-class Stats:
-    ticks: int = 0
-    elections: int = 0
-    crashes: int = 0
-    restarts: int = 0
-    partitions: int = 0
-    snapshots_taken: int = 0
-    snapshots_installed: int = 0
-    applied: int = 0
-    ops_ok: int = 0
-    ops_fail: int = 0
-    ops_info: int = 0
+__all__ = ["SimCluster"]
 
 
 class SimCluster:
@@ -92,6 +53,9 @@ class SimCluster:
         self._trace = hashlib.sha256()
         self.recent: list[str] = []
         """The last actions, for failure reports."""
+        self.recent_limit = 4000
+        self.verbose = False
+        """Also record every message, Ready and client op in ``recent``."""
         self.pause_prob = opts.pause_prob
         self.skip_prob = opts.tick_skip_prob
         self.double_prob = opts.tick_double_prob
@@ -106,16 +70,9 @@ class SimCluster:
             SimNode(i, self.conf_state, opts, chooser, self) for i in self.ids
         ]
         self.by_id: dict[NodeId, SimNode] = {n.id: n for n in self.nodes}
-        # -- clients -------------------------------------------------------------------------
-        self.history = History()
-        self.htime = 0
-        self.clients = [Client(i, i) for i in range(opts.clients)]
-        self.next_process = opts.clients
-        self.pending: dict[int, PendingOp] = {}
-        self.next_request = 1
-        self.next_value = 1
-        self.keys = tuple(f"k{i}" for i in range(opts.keys))
-        self.known: dict[str, list[int]] = {k: [] for k in self.keys}
+        self.workload = Workload(opts, chooser, self.stats)
+        self.clients = self.workload.clients
+        self.history = self.workload.history
 
     # ----------------------------------------------------------------------------- tracing
 
@@ -124,8 +81,20 @@ class SimCluster:
         self._trace.update(b"\n")
         recent = self.recent
         recent.append(f"t{self.now} {action}")
-        if len(recent) > 400:
-            del recent[:200]
+        if len(recent) > self.recent_limit:
+            del recent[: self.recent_limit // 2]
+
+    def note(self, action: str) -> None:
+        """Record ``action`` for failure reports (verbose runs only; not in the trace hash)."""
+        if self.verbose:
+            recent = self.recent
+            recent.append(f"t{self.now} {action}")
+            if len(recent) > self.recent_limit:
+                del recent[: self.recent_limit // 2]
+
+    def set_verbose(self, on: bool = True) -> None:
+        self.verbose = on
+        self.workload.verbose = on
 
     def trace_hash(self) -> str:
         return self._trace.hexdigest()
@@ -180,6 +149,8 @@ class SimCluster:
     def step_message(self, msg: Message) -> None:
         node = self.by_id.get(msg.dst)
         if node is not None and node.alive:
+            if self.verbose:
+                self.note(f"recv {describe_message(msg)}")
             node.raw.step(msg)
             if self.opts.report_transport and isinstance(msg, InstallSnapshot):
                 sender = self.by_id.get(msg.src)
@@ -219,11 +190,12 @@ class SimCluster:
         if not node.alive:
             return
         self.stats.crashes += 1
-        for op in [op for op in self.pending.values() if op.node == node.id]:
-            self._complete_info(op)
+        self.workload.node_crashed(node.id)
+        self._drain_notes()
+        stage = STAGE_NAMES[node.stage]
         kept = node.crash()
         self.roles.pop(node.id, None)
-        self.log(f"crash n{node.id} kept={kept}")
+        self.log(f"crash n{node.id} at stage {stage}, kept {kept} unsynced txns")
         self.checker.check_durable([n.disk.durable for n in self.nodes], f"crash of {node.id}")
 
     def restart(self, node: SimNode) -> None:
@@ -295,107 +267,27 @@ class SimCluster:
 
     # ----------------------------------------------------------------------------- clients
 
-    def _time(self) -> int:
-        self.htime += 1
-        return self.htime
-
     def client_op(self, client: Client, kind: OpKind | None = None, key: str | None = None) -> None:
-        """The client invokes one op against a node of its choice."""
+        """The client invokes one op (random unless given) against a node of its choice."""
         if client.op is not None:
             return
-        chooser = self.chooser
         live = [n for n in self.nodes if n.alive]
         if not live:
             return
-        hinted = self.by_id.get(client.hint)
-        if hinted is not None and hinted.alive and chooser.chance(self.opts.leader_hint_prob):
-            node = hinted
-        else:
-            node = pick(chooser, live)
-        if kind is None:
-            if chooser.chance(self.opts.read_frac):
-                kind = "read"
-            else:
-                kind = "cas" if chooser.chance(self.opts.cas_frac) else "write"
-        if key is None:
-            key = pick(chooser, self.keys)
-        if kind == "cas" and not self.known[key]:
-            kind = "write"
-        self._invoke(client, node, kind, key)
+        node, chosen_kind, chosen_key = self.workload.choose(client, live, self.by_id)
+        self.workload.invoke(client, node, kind or chosen_kind, key or chosen_key, self.now)
+        self._drain_notes()
 
-    def _invoke(self, client: Client, node: SimNode, kind: OpKind, key: str) -> None:
-        rid = self.next_request
-        self.next_request += 1
-        history = self.history
-        data = b""
-        value: int | None = None
-        expected: int | None = None
-        if kind == "read":
-            handle = history.invoke(client.process, "read", key, time=self._time())
-        elif kind == "write":
-            value = self._new_value()
-            handle = history.invoke(client.process, "write", key, value, time=self._time())
-            data = encode_put(rid, key, value)
-        else:
-            value = self._new_value()
-            expected = self._pick_expected(key)
-            handle = history.invoke(client.process, "cas", key, value, expected, time=self._time())
-            data = encode_cas(rid, key, expected, value)
-        try:
-            if kind == "read":
-                node.raw.read_index(str(rid).encode())
-            else:
-                node.raw.propose(data)
-        except ProposalDropped as exc:  # NotLeader included: definitely not appended
-            if isinstance(exc, NotLeader):
-                client.hint = exc.leader
-            history.fail(handle, self._time())
-            self.stats.ops_fail += 1
-            return
-        deadline = self.now + self.opts.op_timeout_ticks
-        invoked = self.htime  # the time _time() gave the invocation above
-        op = PendingOp(rid, client, handle, kind, key, node.id, deadline, invoked, value, expected)
-        client.op = op
-        self.pending[rid] = op
-
-    def _new_value(self) -> int:
-        value = self.next_value
-        self.next_value += 1
-        return value
-
-    def _pick_expected(self, key: str) -> int | None:
-        values = self.known[key]
-        if self.chooser.chance(0.7):
-            return values[-1]
-        return pick(self.chooser, values)
-
-    def _learn(self, key: str, value: int | None) -> None:
-        if value is None:
-            return
-        values = self.known[key]
-        if not values or values[-1] != value:
-            values.append(value)
-            if len(values) > 8:
-                del values[0]
-
-    def _finish(self, op: PendingOp) -> None:
-        del self.pending[op.request_id]
-        op.client.op = None
-
-    def _complete_info(self, op: PendingOp) -> None:
-        self._finish(op)
-        self.history.info(op.handle, self._time())
-        self.stats.ops_info += 1
-        client = op.client
-        client.process = self.next_process
-        self.next_process += 1
+    def _drain_notes(self) -> None:
+        notes = self.workload.notes
+        if notes:
+            for note in notes:
+                self.note(note)
+            notes.clear()
 
     def expire_ops(self) -> None:
-        now = self.now
-        for client in self.clients:
-            op = client.op
-            if op is not None and op.deadline <= now:
-                self._complete_info(op)
+        self.workload.expire(self.now)
+        self._drain_notes()
 
     # ----------------------------------------------------------------------------- node hooks
 
@@ -418,6 +310,8 @@ class SimCluster:
         return storage.term(index)
 
     def on_ready(self, node: SimNode, rd: Ready) -> None:
+        if self.verbose:
+            self.note(f"n{node.id} {describe_ready(rd)}")
         checker = self.checker
         hs = rd.hard_state
         if hs is not None and hs.commit > 0:
@@ -469,30 +363,13 @@ class SimCluster:
         self.stats.applied += 1
         if checker.max_committed != before:
             checker.check_durable([n.disk.durable for n in self.nodes], "commit")
-        if request_id == 0:
-            return
-        op = self.pending.get(request_id)
-        if op is None or op.node != node.id:
-            return
-        self._finish(op)
-        time = self._time()
-        if success:
-            self.history.ok(op.handle, time)
-            self.stats.ops_ok += 1
-            self._learn(op.key, node.kv.get(op.key))
-        else:
-            self.history.fail(op.handle, time)
-            self.stats.ops_fail += 1
+        if request_id != 0:
+            self.workload.applied(node.id, request_id, success, node.kv)
+            self._drain_notes()
 
     def on_read(self, node: SimNode, context: bytes) -> None:
-        op = self.pending.get(int(context))
-        if op is None or op.node != node.id:
-            return
-        self._finish(op)
-        value = node.kv.get(op.key)
-        self.history.ok(op.handle, self._time(), value)
-        self.stats.ops_ok += 1
-        self._learn(op.key, value)
+        self.workload.read_ready(node.id, context, node.kv)
+        self._drain_notes()
 
     # ----------------------------------------------------------------------------- checks
 
@@ -564,37 +441,23 @@ class SimCluster:
         digests = {n.kv.digest() for n in self.nodes}
         if len(digests) != 1 or any(n.kv.applied != lead.commit for n in self.nodes):
             return "state machines differ: " + " | ".join(sorted(digests))[:300]
-        if self.pending:
-            return f"{len(self.pending)} client ops pending"
+        if self.workload.pending:
+            return f"{len(self.workload.pending)} client ops pending"
         return None
 
     def check_history_so_far(self) -> CheckResult:
         """Check the history up to now, counting every pending op as info. If this fails, so
         will the final check: later completions only constrain ops more than info does."""
-        ops = self.history.ops()
-        for op in self.pending.values():
-            ops.append(
-                Op(
-                    process=op.client.process,
-                    kind=op.kind,
-                    key=op.key,
-                    value=op.value,
-                    expected=op.expected,
-                    output=None,
-                    status="info",
-                    invoke_time=op.invoke_time,
-                    complete_time=None,
-                )
-            )
-        ops.sort(key=lambda op: op.invoke_time)
-        return check_history(ops)
+        return check_history(self.workload.ops_so_far())
 
     def check_history(self) -> CheckResult:
-        self.history.finish(self._time())
-        return check_history(self.history.ops())
+        return check_history(self.workload.final_ops())
 
     def fingerprint(self) -> str:
         """A digest of the final state, folded into the trace hash."""
-        parts = [f"{n.id}:{n.kv.digest()}:{n.disk.durable.last_index()}" for n in self.nodes]
+        parts = [
+            f"n{n.id}:{n.kv.digest().replace(chr(10), ',')}:{n.disk.durable.last_index()}"
+            for n in self.nodes
+        ]
         self.log("final " + " ".join(parts))
         return self.trace_hash()

@@ -11,14 +11,61 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 
-from raftkv.raft.messages import Message
-from raftkv.raft.types import NodeId
+from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
+from raftkv.raft.ready import Ready
+from raftkv.raft.types import Entry, NodeId
 from raftkv.sim.chooser import Chooser, pick
 
-__all__ = ["Link", "SimNetwork", "make_partition"]
+__all__ = ["Link", "SimNetwork", "describe_message", "describe_ready", "make_partition"]
 
 Link = tuple[NodeId, NodeId]
 """A directed link (src, dst)."""
+
+
+def _entries(entries: Sequence[Entry]) -> str:
+    if not entries:
+        return "[]"
+    return f"[{entries[0].index}..{entries[-1].index} t{entries[0].term}..t{entries[-1].term}]"
+
+
+def describe_message(msg: Message) -> str:
+    """One short line for traces (entries and snapshot data are summarised)."""
+    head = f"{type(msg).__name__} {msg.src}>{msg.dst} t{msg.term}"
+    if isinstance(msg, AppendEntries):
+        return (
+            f"{head} prev=({msg.prev_index},{msg.prev_term}) {_entries(msg.entries)}"
+            f" commit={msg.commit}"
+        )
+    if isinstance(msg, InstallSnapshot):
+        meta = msg.snapshot.meta
+        return f"{head} snapshot=({meta.index},{meta.term})"
+    fields = [
+        f"{name}={getattr(msg, name)!r}"
+        for name in msg.__slots__
+        if name not in ("src", "dst", "term")
+    ]
+    return f"{head} {' '.join(fields)}"
+
+
+def describe_ready(rd: Ready) -> str:
+    parts = ["ready"]
+    if rd.soft_state is not None:
+        parts.append(f"soft={rd.soft_state.role.value}/lead{rd.soft_state.leader}")
+    if rd.hard_state is not None:
+        hs = rd.hard_state
+        parts.append(f"hard=(t{hs.term},v{hs.vote},c{hs.commit})")
+    if rd.snapshot is not None:
+        parts.append(f"snapshot=({rd.snapshot.meta.index},{rd.snapshot.meta.term})")
+    if rd.entries:
+        parts.append(f"entries={_entries(rd.entries)}")
+    if rd.committed_entries:
+        parts.append(f"apply={_entries(rd.committed_entries)}")
+    parts.append(f"msgs={len(rd.messages)}+{len(rd.persisted_messages)}")
+    if rd.read_states:
+        parts.append(f"reads={[(r.index, r.context.decode()) for r in rd.read_states]}")
+    if rd.must_sync:
+        parts.append("sync")
+    return " ".join(parts)
 
 
 def make_partition(

@@ -7,9 +7,10 @@ import traceback
 from dataclasses import dataclass, field
 
 from raftkv.sim.chooser import SeededChooser
-from raftkv.sim.cluster import SimCluster, Stats
+from raftkv.sim.cluster import SimCluster
 from raftkv.sim.node import SimulationError
 from raftkv.sim.options import SimOptions
+from raftkv.sim.stats import Stats
 
 __all__ = ["DEFAULT_TICKS", "RunResult", "repro_line", "run_seed"]
 
@@ -48,11 +49,23 @@ class RunResult:
         )
 
 
-def run_seed(seed: int, ticks: int = DEFAULT_TICKS, opts: SimOptions | None = None) -> RunResult:
-    """Simulate ``ticks`` ticks of the swarm world of ``seed``, then converge and check."""
+def run_seed(
+    seed: int,
+    ticks: int = DEFAULT_TICKS,
+    opts: SimOptions | None = None,
+    *,
+    verbose: bool = False,
+    keep: int | None = 60,
+) -> RunResult:
+    """Simulate ``ticks`` ticks of the swarm world of ``seed``, then converge and check.
+    ``verbose`` records every message, Ready and client op; on failure the last ``keep``
+    recorded actions (all if None) come back in ``recent``."""
     if opts is None:
         opts = SimOptions.swarm(seed)
     cluster = SimCluster(opts, SeededChooser(seed))
+    cluster.set_verbose(verbose)
+    if keep is None:
+        cluster.recent_limit = 1 << 62
     error: str | None = None
     ops_checked = 0
     try:
@@ -79,5 +92,5 @@ def run_seed(seed: int, ticks: int = DEFAULT_TICKS, opts: SimOptions | None = No
         trace_hash=trace,
         stats=cluster.stats,
         ops_checked=ops_checked,
-        recent=tuple(cluster.recent[-60:]) if error else (),
+        recent=tuple(cluster.recent[-keep:] if keep else cluster.recent) if error else (),
     )
