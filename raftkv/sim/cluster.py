@@ -21,7 +21,13 @@ from raftkv.raft.types import ConfState, Entry, Index, NodeId, Role, Snapshot, T
 from raftkv.sim.chooser import Chooser, pick
 from raftkv.sim.clients import Client, Workload
 from raftkv.sim.invariants import InvariantChecker
-from raftkv.sim.network import SimNetwork, describe_message, describe_ready, make_partition
+from raftkv.sim.network import (
+    SimNetwork,
+    SwizzleClog,
+    describe_message,
+    describe_ready,
+    make_partition,
+)
 from raftkv.sim.node import STAGE_NAMES, SimNode, SimulationError
 from raftkv.sim.options import SimOptions
 from raftkv.sim.stats import Stats
@@ -63,6 +69,7 @@ class SimCluster:
         self.frozen: tuple[NodeId, ...] = ()
         """Nodes whose clocks stand still (a stalled process); scripted runs set this."""
         self.partition_until = 0
+        self.swizzle: SwizzleClog | None = None
         self.restart_at: dict[NodeId, int] = {}
         self.roles: dict[NodeId, Role] = {}
         self.last_leader: NodeId = 0
@@ -109,6 +116,8 @@ class SimCluster:
         self.now += 1
         self.network.now = self.now
         self.stats.ticks += 1
+        if self.swizzle is not None:
+            self._advance_swizzle()
         chooser = self.chooser
         items: list[tuple[Callable[[Any], None], Any]] = []
         for node in self.nodes:
@@ -213,13 +222,33 @@ class SimCluster:
             return node_id
         return 0
 
-    def partition(self, mode: str) -> None:
+    def partition(self, mode: str, hold_ticks: int = 20) -> None:
+        """Cut links by ``mode`` (see options.PARTITION_MODES); a swizzle unfolds over the
+        following ticks (``hold_ticks`` with all its nodes cut off) and then heals itself."""
+        if mode == "swizzle":
+            self.swizzle = SwizzleClog(self.ids, self.chooser, self.now, hold_ticks)
+            self.stats.partitions += 1
+            self.log(f"swizzle {self.swizzle.events}")
+            self._advance_swizzle()
+            return
         links = make_partition(mode, self.ids, self.chooser, self.leader())
         self.network.partition(links)
         self.stats.partitions += 1
         self.log(f"partition {mode} {sorted(links)}")
 
+    def _advance_swizzle(self) -> None:
+        swizzle = self.swizzle
+        if swizzle is None:
+            return
+        links = swizzle.advance(self.now)
+        if links is not None:
+            self.network.partition(links)
+            self.log(f"swizzle now cuts {sorted(swizzle.clogged)}")
+        if swizzle.done:
+            self.heal()
+
     def heal(self) -> None:
+        self.swizzle = None
         self.network.heal()
         self.partition_until = 0
         self.log("heal")
@@ -238,14 +267,15 @@ class SimCluster:
     def faults(self, _: object = None) -> None:
         """The seeded fault scheduler: partitions, crashes, restarts, elections, transfers."""
         opts, chooser, now = self.opts, self.chooser, self.now
-        if self.partition_until:
+        if self.swizzle is not None:
+            pass  # it unfolds in run_tick and heals itself
+        elif self.partition_until:
             if now >= self.partition_until:
                 self.heal()
         elif chooser.chance(opts.partition_prob):
-            self.partition(pick(chooser, opts.partition_modes))
-            self.partition_until = now + chooser.between(
-                opts.partition_ticks_min, opts.partition_ticks_max
-            )
+            hold = chooser.between(opts.partition_ticks_min, opts.partition_ticks_max)
+            self.partition(pick(chooser, opts.partition_modes), hold)
+            self.partition_until = now + hold
         if chooser.chance(opts.crash_prob) and len(self.restart_at) < opts.max_down:
             live = [n for n in self.nodes if n.alive]
             leader = self.by_id.get(self.leader())

@@ -16,7 +16,14 @@ from raftkv.raft.ready import Ready
 from raftkv.raft.types import Entry, NodeId
 from raftkv.sim.chooser import Chooser, pick
 
-__all__ = ["Link", "SimNetwork", "describe_message", "describe_ready", "make_partition"]
+__all__ = [
+    "Link",
+    "SimNetwork",
+    "SwizzleClog",
+    "describe_message",
+    "describe_ready",
+    "make_partition",
+]
 
 Link = tuple[NodeId, NodeId]
 """A directed link (src, dst)."""
@@ -92,8 +99,50 @@ def make_partition(
         return frozenset(cut)
     else:
         raise ValueError(f"unknown partition mode {mode!r}")
+    return _cut_off(side, nodes)
+
+
+def _cut_off(side: Sequence[NodeId], nodes: Sequence[NodeId]) -> frozenset[Link]:
     other = [x for x in nodes if x not in side]
     return frozenset([(a, b) for a in side for b in other] + [(b, a) for a in side for b in other])
+
+
+class SwizzleClog:
+    """FoundationDB's swizzle-clog: cut off a random subset of nodes one at a time, hold, then
+    reconnect them one at a time in a different random order."""
+
+    def __init__(
+        self, nodes: Sequence[NodeId], chooser: Chooser, now: int, hold_ticks: int
+    ) -> None:
+        subset = list(nodes)
+        chooser.shuffle(subset)
+        subset = subset[: chooser.between(1, len(subset))]
+        step = chooser.between(1, 10)
+        self.events: list[tuple[int, bool, NodeId]] = [
+            (now + i * step, True, node) for i, node in enumerate(subset)
+        ]
+        order = list(subset)
+        chooser.shuffle(order)
+        start = now + len(subset) * step + hold_ticks
+        self.events += [(start + i * step, False, node) for i, node in enumerate(order)]
+        self.nodes = tuple(nodes)
+        self.clogged: list[NodeId] = []
+
+    @property
+    def done(self) -> bool:
+        return not self.events
+
+    def advance(self, now: int) -> frozenset[Link] | None:
+        """Apply the events due by ``now``; the new cut links if anything changed."""
+        changed = False
+        while self.events and self.events[0][0] <= now:
+            _, clog, node = self.events.pop(0)
+            if clog:
+                self.clogged.append(node)
+            else:
+                self.clogged.remove(node)
+            changed = True
+        return _cut_off(self.clogged, self.nodes) if changed else None
 
 
 class SimNetwork:

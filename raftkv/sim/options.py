@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 __all__ = ["PARTITION_MODES", "SimOptions"]
 
-PARTITION_MODES: tuple[str, ...] = ("halves", "isolate", "leader", "oneway")
+PARTITION_MODES: tuple[str, ...] = ("halves", "isolate", "leader", "oneway", "swizzle")
 """halves: two random sides, cut both ways; isolate: one node cut off both ways; leader: the
 current leader cut off both ways; oneway: a random set of directed links is cut (asymmetric
-partitions)."""
+partitions); swizzle: FoundationDB's swizzle-clog, nodes cut off one by one and reconnected
+one by one in another order."""
 
 
 @dataclass(frozen=True, slots=True)
