@@ -234,7 +234,7 @@ def test_etcdctl_watch_guarantees_under_leader_kill(low_cluster: Any) -> None:
                 f.close()
     rec = Recorder(None)
     for raw in lines:
-        line = raw.decode() if isinstance(raw, bytes) else raw
+        line = raw
         if not line.startswith("{"):
             continue
         d = json.loads(line)

@@ -3,7 +3,7 @@
 import random
 
 from raftkv.raft.config import RaftConfig
-from raftkv.raft.messages import AppendEntries, AppendResponse, InstallSnapshot
+from raftkv.raft.messages import AppendEntries, AppendResponse, Heartbeat, InstallSnapshot
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Role
@@ -161,5 +161,5 @@ def test_heartbeat_commit_is_capped_by_match():
     # Node 3 lacks index 2; a heartbeat must not tell it that index 2 is committed.
     net.nodes[1].node.tick()
     net.handle_ready(1)
-    hb = [m for m in net.in_flight if m.dst == 3 and type(m).__name__ == "Heartbeat"]
+    hb = [m for m in net.in_flight if isinstance(m, Heartbeat) and m.dst == 3]
     assert hb and all(m.commit <= 1 for m in hb)

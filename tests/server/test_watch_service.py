@@ -37,7 +37,7 @@ class Harness:
 
     async def put(self, key: bytes, value: bytes = b"v") -> int:
         r = await self.node.propose(PutRequest(key, value), timeout_s=1)
-        return r.revision  # type: ignore[union-attr]
+        return r.revision
 
     async def delete(self, key: bytes) -> None:
         await self.node.propose(DeleteRangeRequest(key), timeout_s=1)

@@ -188,7 +188,7 @@ class RaftClusterMachine(RuleBasedStateMachine):
 
 
 _profile = os.environ.get("HYPOTHESIS_PROFILE", "dev")
-_examples = settings.default.max_examples if _profile == "sweep" else 100
+_examples = settings().max_examples if _profile == "sweep" else 100
 
 TestRaftCluster = RaftClusterMachine.TestCase
 TestRaftCluster.settings = settings(
