@@ -210,6 +210,8 @@ class SimNode:
         self.stage = PERSIST
 
     def _persist(self, rd: Ready) -> None:
+        if not rd.must_sync:
+            self._check_needs_no_sync(rd)
         ops: list[DiskOp] = []
         if rd.snapshot is not None:
             ops.append(InstallSnapshotOp(rd.snapshot))
@@ -229,6 +231,20 @@ class SimNode:
         elif rd.must_sync:
             self.disk.sync()
             self.hooks.on_durable(self)
+
+    def _check_needs_no_sync(self, rd: Ready) -> None:
+        """The Ready contract: entries, a snapshot, or a new term or vote must be fsynced
+        (etcd's MustSync); only a commit-index change may skip it."""
+        hs, old = rd.hard_state, self.disk.storage.hard_state
+        if (
+            rd.entries
+            or rd.snapshot is not None
+            or (hs is not None and (hs.term != old.term or hs.vote != old.vote))
+        ):
+            raise SimulationError(
+                f"node {self.id}: Ready with must_sync=False carries entries, a snapshot or a"
+                f" new term/vote: hard state {old} -> {hs}, {len(rd.entries)} entries"
+            )
 
     def _term_or(self, index: Index) -> int:
         """The term at ``index`` in the visible log, or -1 if compacted or missing."""
