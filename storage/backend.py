@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 import lmdb
+from raftkv_storage.filecheck import check_not_truncated
 
 from raftkv.errors import CorruptionError
 from raftkv.kv.backend import TABLES, ReadTxn, WriteTxn
@@ -116,11 +117,7 @@ class LmdbBackend:
     def _check(self) -> None:
         psize = int(self._env.stat()["psize"])
         need = (int(self._env.info()["last_pgno"]) + 1) * psize
-        have = os.path.getsize(self._file)
-        if have < need:
-            raise CorruptionError(
-                f"{self._file}: file is truncated ({have} bytes, needs {need}); refusing to start"
-            )
+        check_not_truncated(str(self._dir), self._file, os.path.getsize(self._file), need)
         try:
             self._dbs = {name: self._env.open_db(name.encode()) for name in TABLES}
             fmt_db = self._env.open_db(_FORMAT_DB)

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 
 import lmdb
+from raftkv_storage.filecheck import check_not_truncated
 
 from raftkv.errors import (
     CompactedError,
@@ -177,12 +178,7 @@ class LmdbRaftLog:
         """A truncated file would make LMDB fault on a page past the end: refuse it first."""
         info = self._env.info()
         need = (int(info["last_pgno"]) + 1) * int(self._env.stat()["psize"])
-        have = os.path.getsize(self._file)
-        if have < need:
-            raise CorruptionError(
-                f"{self._file}: file is truncated ({have} bytes, the last committed page "
-                f"needs {need}); refusing to start"
-            )
+        check_not_truncated(str(self._dir), self._file, os.path.getsize(self._file), need)
 
     def _init_format(self) -> None:
         with self._env.begin(write=True, db=self._meta_db) as txn:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import json
 import logging
 import random
 import time
@@ -54,6 +56,9 @@ _FORWARD_OK = b"\x00"
 _FORWARD_ERR = b"\x01"
 _RECENT_RESULTS = 4096
 _READ_RETRY_S = 0.5
+_ATTRIBUTES_MAGIC = b"MA"
+"""Prefix of a log entry in which a member publishes its name and client URLs (as etcd's
+member attributes); the KV state machine skips it, the driver records it."""
 
 
 class DurableLog(LogStorage, Protocol):
@@ -96,8 +101,8 @@ class DriverConfig:
 
 @dataclass(slots=True)
 class _Pending:
-    term: int
-    future: asyncio.Future[Response]
+    future: asyncio.Future[tuple[int, Response | KVError | None]]
+    """Resolves with (term of the entry applied at the index, its result)."""
 
 
 @dataclass(slots=True)
@@ -117,12 +122,15 @@ class NodeDriver:
         members: Sequence[Member],
         *,
         db_path: Path,
+        members_path: Path | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._log = raft_log
         self._sm = state_machine
-        self._members = tuple(members)
+        self._members = {m.id: m for m in members}
+        self._members_path = members_path
+        self._load_member_attributes()
         self._db_path = db_path
         self._applied = state_machine.applied_index()
         raft_config = RaftConfig(
@@ -147,7 +155,8 @@ class NodeDriver:
         self._recent: deque[tuple[int, int, Response | KVError | None]] = deque()
         self._recent_by_index: dict[int, tuple[int, Response | KVError | None]] = {}
         self._request_ids = itertools.count(1)
-        self._read_ctx = itertools.count(1)
+        # Read contexts must be unique across members: the leader keys pending reads by them.
+        self._read_ctx = itertools.count((config.member_id & (2**64 - 1)) << 64 | 1)
         self._read_batch: list[asyncio.Future[None]] = []
         self._read_rounds: dict[bytes, _ReadRound] = {}
         self._read_waiting: list[tuple[int, asyncio.Future[None]]] = []
@@ -165,6 +174,7 @@ class NodeDriver:
         self._tasks = [
             loop.create_task(self._ready_loop(), name="raftkv-ready"),
             loop.create_task(self._tick_loop(), name="raftkv-tick"),
+            loop.create_task(self._publish_attributes(), name="raftkv-attributes"),
         ]
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
@@ -251,7 +261,7 @@ class NodeDriver:
         return self._leader
 
     def members(self) -> Sequence[Member]:
-        return self._members
+        return tuple(self._members.values())
 
     def add_apply_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the loop) after every applied batch; returns an unsubscribe."""
@@ -283,16 +293,25 @@ class NodeDriver:
     async def propose(self, request: Request, *, timeout_s: float) -> Response:
         if self._stopped:
             raise ServerStoppedError()
-        deadline = time.monotonic() + timeout_s
         command = encode_command(Command(next(self._request_ids), request))
+        term, (applied_term, result) = await self._replicate(command, timeout_s)
+        return self._outcome(term, applied_term, result)
+
+    async def _replicate(
+        self, command: bytes, timeout_s: float
+    ) -> tuple[int, tuple[int, Response | KVError | None]]:
+        """Append ``command`` (forwarding it if needed) and wait until its index applies.
+        Returns (term it was appended in, (term of the entry that applied there, result))."""
+        deadline = time.monotonic() + timeout_s
         index, term = await self._append(command, deadline)
         recent = self._recent_by_index.get(index)
         if recent is not None:  # applied before the leader's answer reached us
-            return self._outcome(term, recent[0], recent[1])
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending[index] = _Pending(term, future)
+            return term, recent
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, Response | KVError | None]] = loop.create_future()
+        self._pending[index] = _Pending(future)
         try:
-            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            return term, await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise RequestTimeoutError() from None
         finally:
@@ -362,7 +381,7 @@ class NodeDriver:
         waiters = [w for w in waiters if not w.done()]
         if not waiters:
             return
-        context = next(self._read_ctx).to_bytes(8, "big")
+        context = next(self._read_ctx).to_bytes(16, "big")
         with contextlib.suppress(NotLeader):  # retried by the tick loop once a leader is known
             self._node.read_index(context)
         self._read_rounds[context] = _ReadRound(waiters, time.monotonic())
@@ -482,10 +501,9 @@ class NodeDriver:
             self._remember(entry.index, entry.term, result)
             pending = self._pending.pop(entry.index, None)
             if pending is not None and not pending.future.done():
-                try:
-                    pending.future.set_result(self._outcome(pending.term, entry.term, result))
-                except KVError as exc:
-                    pending.future.set_exception(exc)
+                pending.future.set_result((entry.term, result))
+            if entry.data[:2] == _ATTRIBUTES_MAGIC:
+                self._on_member_attributes(entry.data[2:])
         self._applied = entries[-1].index
         for listener in tuple(self._apply_listeners):
             listener()
@@ -531,6 +549,60 @@ class NodeDriver:
         if index - keep > self._log.first_index():
             self._log.compact(index - keep)
         logger.info("member %x: snapshot at index %d", self.member_id, index)
+
+    # -- member attributes -----------------------------------------------------------------
+
+    async def _publish_attributes(self) -> None:
+        """Tell the cluster our name and client URLs, through the log, until it sticks."""
+        me = self._members.get(self.member_id)
+        if me is None:
+            return
+        record = {"id": me.id, "name": me.name, "client_urls": list(me.client_urls)}
+        data = _ATTRIBUTES_MAGIC + json.dumps(record, sort_keys=True).encode()
+        while not self._stopped:
+            try:
+                term, (applied_term, _) = await self._replicate(data, self._election_timeout_s())
+            except KVError:
+                await asyncio.sleep(self._election_timeout_s() / 2)
+                continue
+            if term == applied_term:
+                return
+
+    def _on_member_attributes(self, data: bytes) -> None:
+        try:
+            record = json.loads(data)
+            member_id, name = int(record["id"]), str(record["name"])
+            client_urls = tuple(str(u) for u in record["client_urls"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring malformed member attributes %r", data[:200])
+            return
+        current = self._members.get(member_id)
+        if current is None or (current.name, current.client_urls) == (name, client_urls):
+            return
+        self._members[member_id] = dataclasses.replace(current, name=name, client_urls=client_urls)
+        self._save_member_attributes()
+
+    def _load_member_attributes(self) -> None:
+        if self._members_path is None or not self._members_path.exists():
+            return
+        try:
+            records = json.loads(self._members_path.read_text())
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable %s: %s", self._members_path, exc)
+            return
+        for record in records:
+            self._on_member_attributes(json.dumps(record).encode())
+
+    def _save_member_attributes(self) -> None:
+        if self._members_path is None:
+            return
+        records = [
+            {"id": m.id, "name": m.name, "client_urls": list(m.client_urls)}
+            for m in self._members.values()
+        ]
+        tmp = self._members_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, sort_keys=True))
+        tmp.replace(self._members_path)
 
     def _fail_all(self, error: KVError) -> None:
         for pending in self._pending.values():

@@ -89,6 +89,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         KVStateMachine(backend, quota_bytes=config.quota_backend_bytes),
         _members(config),
         db_path=member_dir(config) / "kv" / "data.mdb",
+        members_path=member_dir(config) / "members.json",
         rng=random.Random(),
     )
     peers = {
