@@ -6,6 +6,7 @@ A range is ``[key, range_end)``. An empty ``range_end`` means the single key ``k
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from raftkv.kv.errors import (
@@ -77,29 +78,62 @@ def in_range(k: bytes, key: bytes, range_end: bytes) -> bool:
     return k >= start and (end is None or k < end)
 
 
+_RUN_MAX = 127
+_RUNS = re.compile(b"\0+")
+
+
 def escape_key(key: bytes) -> bytes:
-    """An order-preserving, self-delimiting encoding: NUL becomes NUL 0xff; ends in NUL NUL.
+    """An order-preserving, self-delimiting encoding that ends in NUL NUL.
 
     For any keys a < b, escape_key(a) + x < escape_key(b) + y for all suffixes x and y, so
     ``escape_key(key) + revision`` sorts by key first and revision second.
+
+    A run of n NUL bytes (n <= 127) becomes two bytes: NUL, then n if the key ends right after
+    the run, or 256 - n if more follows; longer runs are split. Runs that end the key sort
+    first and by length, runs followed by more bytes sort after them, longest first: exactly
+    the order of the raw keys, while NUL-heavy keys grow by at most 2 bytes per 127 NULs.
     """
-    if b"\0" in key:
-        key = key.replace(b"\0", b"\0\xff")
-    return key + b"\0\0"
+    if b"\0" not in key:
+        return key + b"\0\0"
+    return _RUNS.sub(_encode_run, key) + b"\0\0"
+
+
+def _encode_run(match: re.Match[bytes]) -> bytes:
+    start, end = match.span()
+    at_end = end == len(match.string)
+    n = end - start
+    out = bytearray()
+    while n > 0:
+        chunk = min(n, _RUN_MAX)
+        n -= chunk
+        last = n == 0
+        out += b"\0" + bytes((chunk if (last and at_end) else 256 - chunk,))
+    return bytes(out)
 
 
 def unescape_key(stored: bytes) -> bytes:
     """Inverse of :func:`escape_key` (the argument ends with the NUL NUL terminator)."""
     body = stored[:-2]
-    if b"\0" in body:
-        body = body.replace(b"\0\xff", b"\0")
-    return body
+    if b"\0" not in body:
+        return body
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        j = body.find(b"\0", i)
+        if j < 0:
+            out += body[i:]
+            break
+        out += body[i:j]
+        code = body[j + 1]
+        out += b"\0" * (code if code <= _RUN_MAX else 256 - code)
+        i = j + 2
+    return bytes(out)
 
 
 def _check_key(key: bytes) -> None:
     if not key:
         raise EmptyKeyError()
-    if len(key) + 18 > MAX_STORED_KEY_BYTES and len(escape_key(key)) + 16 > MAX_STORED_KEY_BYTES:
+    if len(escape_key(key)) + 16 > MAX_STORED_KEY_BYTES:
         raise KeyTooLargeError()
 
 

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +163,8 @@ class NodeDriver:
         self._snapshot_index = _snapshot_index(raft_log)
         self._tasks: list[asyncio.Task[None]] = []
         self._apply_listeners: list[Callable[[], None]] = []
+        self.failed = asyncio.Event()
+        """Set when an internal loop died; the member must stop."""
 
     # -- wiring and lifecycle ------------------------------------------------------------------
 
@@ -172,10 +174,22 @@ class NodeDriver:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._ready_loop(), name="raftkv-ready"),
-            loop.create_task(self._tick_loop(), name="raftkv-tick"),
+            loop.create_task(self._fatal_on_error(self._ready_loop()), name="raftkv-ready"),
+            loop.create_task(self._fatal_on_error(self._tick_loop()), name="raftkv-tick"),
             loop.create_task(self._publish_attributes(), name="raftkv-attributes"),
         ]
+
+    async def _fatal_on_error(self, loop_body: Coroutine[object, object, None]) -> None:
+        """A loop that dies would leave a member that answers clients but never makes progress:
+        stop the whole member instead (fail-stop), loudly."""
+        try:
+            await loop_body
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            logger.critical("member %x: internal error; stopping", self.member_id, exc_info=True)
+            self.failed.set()
+            raise
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
         if self._stopped:

@@ -162,7 +162,13 @@ async def run_node(
     if on_ready is not None:
         on_ready()
     try:
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(node.driver.failed.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopped, failed):
+            waiter.cancel()
+        if node.driver.failed.is_set():
+            raise SystemExit("raftkv: member stopped after an internal error (see the log)")
         logger.info("member %x stopping", config.member_id)
     finally:
         await node.stop()
