@@ -70,6 +70,8 @@ class SimCluster:
         """Nodes whose clocks stand still (a stalled process); scripted runs set this."""
         self.partition_until = 0
         self.swizzle: SwizzleClog | None = None
+        self.churn: list[tuple[int, NodeId]] = []
+        """(tick, leader) pairs: crash or cut off that leader then, if it still leads."""
         self.restart_at: dict[NodeId, int] = {}
         self.roles: dict[NodeId, Role] = {}
         self.last_leader: NodeId = 0
@@ -287,6 +289,8 @@ class SimCluster:
                 self.restart_at[victim.id] = now + chooser.between(
                     opts.down_ticks_min, opts.down_ticks_max
                 )
+        if self.churn:
+            self._churn()
         for node_id, when in list(self.restart_at.items()):
             if when <= now:
                 self.restart(self.by_id[node_id])
@@ -294,6 +298,31 @@ class SimCluster:
             self.campaign(pick(chooser, self.nodes))
         if chooser.chance(opts.transfer_prob):
             self.transfer(pick(chooser, self.nodes), pick(chooser, self.ids))
+
+    def _churn(self) -> None:
+        """Cut short the leaderships scheduled to end now: crash the leader, or cut it off."""
+        opts, chooser, now = self.opts, self.chooser, self.now
+        due = [node_id for when, node_id in self.churn if when <= now]
+        self.churn = [(when, node_id) for when, node_id in self.churn if when > now]
+        for node_id in due:
+            node = self.by_id[node_id]
+            if not node.alive or self.roles.get(node_id) != Role.LEADER:
+                continue
+            can_crash = len(self.restart_at) < opts.max_down
+            can_cut = not self.partition_until and self.swizzle is None
+            if can_crash and (not can_cut or chooser.chance(0.5)):
+                self.crash(node)
+                self.restart_at[node_id] = now + chooser.between(
+                    opts.down_ticks_min, opts.down_ticks_max
+                )
+            elif can_cut:
+                links = make_partition("leader", self.ids, chooser, node_id)
+                self.network.partition(links)
+                self.stats.partitions += 1
+                self.log(f"churn: cut off leader n{node_id}")
+                self.partition_until = now + chooser.between(
+                    opts.partition_ticks_min, opts.partition_ticks_max
+                )
 
     # ----------------------------------------------------------------------------- clients
 
@@ -348,6 +377,14 @@ class SimCluster:
             entry_term = self._term_at(node, rd, hs.commit)
             if entry_term is not None and entry_term > 0:
                 checker.commit_observed(node.id, hs.term, hs.commit, entry_term)
+                prev = node.disk.storage.hard_state
+                if (
+                    rd.soft_state is None
+                    and self.roles.get(node.id) == Role.LEADER
+                    and hs.term == prev.term
+                    and hs.commit > prev.commit
+                ):
+                    checker.leader_committed(node.id, hs.term, hs.commit, entry_term)
         soft = rd.soft_state
         if soft is None:
             return
@@ -360,6 +397,9 @@ class SimCluster:
             return
         self.stats.elections += 1
         self.last_leader = node.id
+        if self.auto_faults and self.chooser.chance(self.opts.churn_prob):
+            when = self.now + self.chooser.between(0, self.opts.churn_ticks_max)
+            self.churn.append((when, node.id))
         self.log(f"leader n{node.id} term {status.term}")
         checker.leader_elected(node.id, status.term)
         checker.check_leader_log(node.id, status.term, lambda index: self._term_at(node, rd, index))

@@ -15,7 +15,9 @@ can run after every single step of every run.
 5. Durability: the highest committed entry is on durable storage (or covered by a durable
    snapshot) on a majority of nodes, so no crash can lose an acknowledged write.
 
-Also checked: a voter never grants two candidates a vote in the same term.
+Also checked: a voter never grants two candidates a vote in the same term; a leader advances
+its commit index only to an entry of its own term (the Figure 8 rule), which catches a broken
+commit rule long before the rare schedule in which it loses a committed entry.
 """
 
 from __future__ import annotations
@@ -104,6 +106,15 @@ class InvariantChecker:
         seen = self._commit_points.get(hs_term)
         if seen is None or seen[0] < index:
             self._commit_points[hs_term] = (index, entry_term)
+
+    def leader_committed(self, node: NodeId, term: Term, index: Index, entry_term: Term) -> None:
+        """Leader ``node`` of ``term`` advanced its commit index to ``index``: only counting
+        replicas of an entry of its own term may do that (Raft §5.4.2, Figure 8)."""
+        if entry_term != term:
+            raise SimulationError(
+                f"commit rule: leader {node} of term {term} committed index {index}, an entry"
+                f" of term {entry_term}, by counting replicas"
+            )
 
     def check_leader_log(
         self, node: NodeId, term: Term, term_at: Callable[[Index], Term | None]

@@ -44,6 +44,10 @@ class SimOptions:
     """Per tick: chance that one live node crashes."""
     crash_leader_prob: float = 0.0
     """Chance that a crash picks the current leader rather than a random live node."""
+    churn_prob: float = 0.0
+    """Chance that a newly elected leader is crashed or cut off within ``churn_ticks_max``
+    ticks: short-lived leaders leave uncommitted entries behind (the Figure 8 schedule)."""
+    churn_ticks_max: int = 5
     max_down: int = 1
     """At most this many nodes are down at once."""
     down_ticks_min: int = 5
@@ -96,6 +100,7 @@ class SimOptions:
             delay_min_ticks=min(self.delay_min_ticks, 1),
             partition_prob=0.0,
             crash_prob=0.0,
+            churn_prob=0.0,
             pause_prob=0.0,
             tick_skip_prob=0.0,
             tick_double_prob=0.0,
@@ -146,6 +151,8 @@ class SimOptions:
             partition_ticks_max=r.randint(30, 200),
             crash_prob=maybe(0.7, 0.001, 0.02),
             crash_leader_prob=r.choice((0.0, 0.3, 0.7)),
+            churn_prob=maybe(0.4, 0.05, 0.6),
+            churn_ticks_max=r.randint(1, 8),
             max_down=r.randint(1, nodes),
             down_ticks_min=r.randint(1, 20),
             down_ticks_max=r.randint(20, 120),

@@ -156,3 +156,10 @@ def test_crash_between_every_pair_of_stages() -> None:
         cluster.converge(400)
         assert cluster.check_history().ok
     assert {1, 2, 3, 4} <= set(crashed_at)
+
+
+def test_commit_rule() -> None:
+    c = InvariantChecker(3)
+    c.leader_committed(1, 4, 10, 4)
+    with pytest.raises(SimulationError, match="commit rule"):
+        c.leader_committed(1, 4, 11, 3)
