@@ -213,10 +213,10 @@ def test_etcdctl_watch_guarantees_under_leader_kill(low_cluster: Any) -> None:
             stop.set()
             writer.join(20)
         last = c.get("w/start").header.revision
-        lines: list[str] = []
+        lines: list[bytes] = []
         assert proc.stdout is not None
         reader = threading.Thread(
-            target=lambda: lines.extend(iter(proc.stdout.readline, b"")),  # type: ignore[union-attr, arg-type]
+            target=lambda: lines.extend(iter(proc.stdout.readline, b"")),  # type: ignore[union-attr]
             daemon=True,
         )
         reader.start()
@@ -234,7 +234,7 @@ def test_etcdctl_watch_guarantees_under_leader_kill(low_cluster: Any) -> None:
                 f.close()
     rec = Recorder(None)
     for raw in lines:
-        line = raw
+        line = raw.decode()
         if not line.startswith("{"):
             continue
         d = json.loads(line)
