@@ -92,5 +92,10 @@ class RawNode:
         self._outstanding = None
         self._raft.advance(rd)
 
+    @property
+    def term(self) -> int:
+        """The current term: the term a proposal made now is appended in."""
+        return self._raft.term
+
     def status(self) -> Status:
         return self._raft.status()

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 _FORWARD_OK = b"\x00"
 _FORWARD_ERR = b"\x01"
+_FORWARD_BATCH = b"\x02"
 _RECENT_RESULTS = 4096
 _READ_RETRY_S = 0.5
 _ATTRIBUTES_MAGIC = b"MA"
@@ -163,6 +164,8 @@ class NodeDriver:
         self._snapshot_index = _snapshot_index(raft_log)
         self._tasks: list[asyncio.Task[None]] = []
         self._apply_listeners: list[Callable[[], None]] = []
+        self._forward_batch: list[tuple[bytes, float, asyncio.Future[bytes]]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.failed = asyncio.Event()
         """Set when an internal loop died; the member must stop."""
 
@@ -240,9 +243,15 @@ class NodeDriver:
         return self._sm.snapshot_chunks()
 
     async def handle_forward(self, command: bytes) -> bytes:
-        """Leader side of a follower's forwarded write: append it, answer (index, term)."""
+        """Leader side of a follower's forwarded writes: append them, answer (first index, term).
+
+        A batch (``_FORWARD_BATCH`` + length-prefixed commands) is appended at once, so its
+        entries get consecutive indexes."""
         try:
-            index = self._node.propose(command)
+            if command[:1] == _FORWARD_BATCH:
+                index = self._node.propose_many(_unpack_commands(command[1:]))
+            else:
+                index = self._node.propose(command)
         except NotLeader as exc:
             return (
                 _FORWARD_ERR + (NotLeaderError.text if exc.leader else NoLeaderError.text).encode()
@@ -250,7 +259,7 @@ class NodeDriver:
         except ProposalDropped:
             return _FORWARD_ERR + LeaderChangedError.text.encode()
         self._wake.set()
-        return _FORWARD_OK + index.to_bytes(8, "big") + self._term.to_bytes(8, "big")
+        return _FORWARD_OK + index.to_bytes(8, "big") + self._node.term.to_bytes(8, "big")
 
     # -- NodeApi ---------------------------------------------------------------------------------
 
@@ -342,23 +351,59 @@ class NodeDriver:
                     raise LeaderChangedError() from None
                 else:
                     self._wake.set()
-                    return index, self._term
+                    return index, self._node.term
             elif self._leader and self._transport is not None:
-                remaining = deadline - time.monotonic()
-                try:
-                    reply = await self._transport.forward(
-                        self._leader, command, timeout_s=max(0.05, remaining)
-                    )
-                except TimeoutError:
-                    raise RequestTimeoutError() from None
-                except ConnectionError:
-                    reply = _FORWARD_ERR + NoLeaderError.text.encode()
+                reply = await self._forward(command, deadline)
                 if reply[:1] == _FORWARD_OK:
                     return int.from_bytes(reply[1:9], "big"), int.from_bytes(reply[9:17], "big")
                 text = reply[1:].decode()
                 if text == LeaderChangedError.text:
                     raise LeaderChangedError()
             await self._wait_for_leader(deadline)
+
+    async def _forward(self, command: bytes, deadline: float) -> bytes:
+        """Forward a write to the leader; writes forwarded in the same loop iteration share one
+        RPC. Returns this command's reply: OK + index + term, or ERR + etcd's error text."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        if not self._forward_batch:
+            loop.call_soon(self._flush_forwards)
+        self._forward_batch.append((command, deadline, future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())
+        except TimeoutError:
+            raise RequestTimeoutError() from None
+
+    def _flush_forwards(self) -> None:
+        batch, self._forward_batch = self._forward_batch, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send_forwards(self._leader, batch))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _send_forwards(
+        self, leader: int, batch: list[tuple[bytes, float, asyncio.Future[bytes]]]
+    ) -> None:
+        assert self._transport is not None
+        blob = _FORWARD_BATCH + _pack_commands([command for command, _, _ in batch])
+        timeout = max(0.05, max(d for _, d, _ in batch) - time.monotonic())
+        try:
+            reply = await self._transport.forward(leader, blob, timeout_s=timeout)
+        except (TimeoutError, ConnectionError):
+            # The leader may have appended the batch before the link failed: the outcome is
+            # unknown, so the writes must not be retried.
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(RequestTimeoutError())
+            return
+        for offset, (_, _, future) in enumerate(batch):
+            if future.done():
+                continue
+            if reply[:1] == _FORWARD_OK:
+                first = int.from_bytes(reply[1:9], "big")
+                future.set_result(_FORWARD_OK + (first + offset).to_bytes(8, "big") + reply[9:17])
+            else:
+                future.set_result(reply)
 
     async def _wait_for_leader(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
@@ -550,9 +595,11 @@ class NodeDriver:
         self._read_waiting = still
 
     async def _maybe_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._applied - self._snapshot_index < self.config.snapshot_count:
+        # A restored state-machine image can be newer than the log (the leader dumps its current
+        # state under an older snapshot's metadata): a snapshot index must exist in the log.
+        index = min(self._applied, self._log.last_index())
+        if index - self._snapshot_index < self.config.snapshot_count:
             return
-        index = self._applied
         conf = self._conf_state
         keep = self.config.snapshot_catchup_entries
         await loop.run_in_executor(self._disk, self._take_snapshot, index, conf, keep)
@@ -634,6 +681,19 @@ def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
     raft_log.save(
         HardState(term=1, vote=0, commit=1), (), Snapshot(SnapshotMeta(1, 1, conf), b""), sync=True
     )
+
+
+def _pack_commands(commands: Sequence[bytes]) -> bytes:
+    return b"".join(len(c).to_bytes(4, "big") + c for c in commands)
+
+
+def _unpack_commands(blob: bytes) -> list[bytes]:
+    commands, pos = [], 0
+    while pos < len(blob):
+        size = int.from_bytes(blob[pos : pos + 4], "big")
+        commands.append(blob[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return commands
 
 
 def _snapshot_index(raft_log: DurableLog) -> int:
