@@ -20,12 +20,12 @@ from raftkv.sim.runner import DEFAULT_TICKS, run_seed
 from raftkv.sim.soak import soak
 
 REGRESSION_SEEDS = [
-    1,  # snapshots every ~18 entries, 14 partitions
-    4,  # 5 nodes, snapshots every 14 entries, crashes and partitions, transport reports
-    9,  # 5 nodes, snapshots every 5 entries, 30 crashes
-    11,  # tiny messages (83 bytes), crashes and partitions
-    18,  # tiny messages and snapshots every 7 entries, many InstallSnapshots
-    32,  # 5 nodes, tiny messages, 38 crashes
+    4,  # 5 nodes, snapshots every 18 entries, crashes, swizzle-clogs, transport reports
+    18,  # tiny messages (103 bytes), snapshots every 13 entries, ~10 InstallSnapshots
+    21,  # snapshots every 5 entries, 35 crashes, swizzle-clogs, leader churn
+    27,  # 12-byte messages (one entry each), leader churn, every partition mode
+    33,  # 2-byte messages, snapshots every 20 entries, many InstallSnapshots
+    37,  # 5 nodes, 40 crashes, leader churn, swizzle-clogs
 ]
 """Seeds worth keeping: a failure once found, or a world that exercises something rare.
 Add every seed that ever failed, with a comment saying what it caught."""
