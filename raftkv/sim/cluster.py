@@ -233,10 +233,18 @@ class SimCluster:
             self.log(f"swizzle {self.swizzle.events}")
             self._advance_swizzle()
             return
-        links = make_partition(mode, self.ids, self.chooser, self.leader())
+        leader = self.leader()
+        links = make_partition(mode, self.ids, self.chooser, leader)
         self.network.partition(links)
         self.stats.partitions += 1
         self.log(f"partition {mode} {sorted(links)}")
+        if mode == "leader" and leader:
+            self._maybe_freeze(leader)
+
+    def _maybe_freeze(self, node_id: NodeId) -> None:
+        if self.opts.freeze_leader_prob and self.chooser.chance(self.opts.freeze_leader_prob):
+            self.frozen = (node_id,)
+            self.log(f"freeze the clock of n{node_id} until the partition heals")
 
     def _advance_swizzle(self) -> None:
         swizzle = self.swizzle
@@ -250,6 +258,7 @@ class SimCluster:
             self.heal()
 
     def heal(self) -> None:
+        self.frozen = ()
         self.swizzle = None
         self.network.heal()
         self.partition_until = 0
@@ -320,6 +329,7 @@ class SimCluster:
                 self.network.partition(links)
                 self.stats.partitions += 1
                 self.log(f"churn: cut off leader n{node_id}")
+                self._maybe_freeze(node_id)
                 self.partition_until = now + chooser.between(
                     opts.partition_ticks_min, opts.partition_ticks_max
                 )

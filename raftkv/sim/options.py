@@ -60,6 +60,10 @@ class SimOptions:
     # -- clocks --------------------------------------------------------------------------------
     tick_skip_prob: float = 0.0
     tick_double_prob: float = 0.0
+    freeze_leader_prob: float = 0.0
+    """Chance that a leader cut off from the others also has its clock stopped until the
+    partition heals (a long GC or VM pause): it keeps believing it leads, so it must not answer
+    reads on its own while a new leader takes writes."""
     # -- raft ----------------------------------------------------------------------------------
     election_ticks: int = 10
     heartbeat_ticks: int = 1
@@ -176,4 +180,6 @@ class SimOptions:
             op_timeout_ticks=r.randint(10, 100),
             leader_hint_prob=r.uniform(0.5, 0.95),
             liveness_ticks=400,
+            # Drawn last, so that adding it left every earlier option of a seed unchanged.
+            freeze_leader_prob=r.choice((0.0, 0.5, 1.0)),
         )
