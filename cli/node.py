@@ -50,6 +50,13 @@ NODE_OPTIONS = [
     _opt("snapshot-count", 10_000, "Applied entries between snapshots.", type=int),
     _opt("max-request-bytes", DEFAULT_MAX_REQUEST_BYTES, "Max client request size.", type=int),
     _opt("quota-backend-bytes", DEFAULT_QUOTA_BACKEND_BYTES, "Backend size quota.", type=int),
+    click.Option(
+        ["--experimental-unsafe-local-reads"],
+        is_flag=True,
+        default=False,
+        help="UNSAFE, testing only: serve linearizable reads locally without ReadIndex "
+        "(stale reads under partitions). For proving that Jepsen-style checkers catch it.",
+    ),
     _opt("log-level", "info", "debug, info, warning or error."),
     _opt("log-format", "text", "text or json."),
 ]
@@ -77,6 +84,7 @@ def build_config(params: dict[str, object]) -> ServerConfig:
         snapshot_count=int(str(params["snapshot_count"])),
         max_request_bytes=int(str(params["max_request_bytes"])),
         quota_backend_bytes=int(str(params["quota_backend_bytes"])),
+        unsafe_local_reads=bool(params["experimental_unsafe_local_reads"]),
     )
 
 

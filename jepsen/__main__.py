@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         t.add_argument(
             "--no-netns", action="store_true", help="loopback; partitions by peer proxies"
         )
+        t.add_argument(
+            "--node-arg",
+            action="append",
+            default=[],
+            help="extra argument for every node process (repeat), e.g. "
+            "--node-arg=--experimental-unsafe-local-reads",
+        )
         t.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_s=a.fault_duration,
         timeout_s=a.op_timeout,
         netns=False if a.no_netns else None,
+        node_args=tuple(a.node_arg),
     )
     try:
         return run(opts)

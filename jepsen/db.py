@@ -119,6 +119,8 @@ class Cluster:
     use_netns: bool
     heartbeat_ms: int = 50
     election_ms: int = 500
+    node_args: tuple[str, ...] = ()
+    """Extra command-line arguments for every node process (e.g. an unsafe test mode)."""
     nodes: list[Node] = field(default_factory=list)
     hub: str | None = None
     _orig_ns_fd: int | None = None
@@ -249,6 +251,7 @@ class Cluster:
             str(self.heartbeat_ms),
             "--election-timeout",
             str(self.election_ms),
+            *self.node_args,
         ]
         if self.db == "etcd":
             exe = shutil.which("etcd") or "/usr/bin/etcd"

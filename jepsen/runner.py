@@ -49,6 +49,7 @@ class Options:
     heartbeat_ms: int = 50
     election_ms: int = 500
     netns: bool | None = None  # None: when root
+    node_args: tuple[str, ...] = ()
 
 
 def _say(msg: str) -> None:
@@ -84,7 +85,13 @@ def run(opts: Options) -> int:
     out = opts.results / f"{stamp}-{opts.db}-{opts.workload}-{os.getpid()}"
     out.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(
-        opts.db, opts.nodes, out / "nodes", use_netns, opts.heartbeat_ms, opts.election_ms
+        opts.db,
+        opts.nodes,
+        out / "nodes",
+        use_netns,
+        opts.heartbeat_ms,
+        opts.election_ms,
+        tuple(opts.node_args),
     )
     atexit.register(cluster.teardown)
 

@@ -88,6 +88,8 @@ class ServerConfig:
     snapshot_count: int = 10_000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
+    unsafe_local_reads: bool = False
+    """Testing only: linearizable reads served locally, without ReadIndex (unsafe)."""
 
     def __post_init__(self) -> None:
         if self.name not in self.initial_cluster:

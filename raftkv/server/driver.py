@@ -98,6 +98,9 @@ class DriverConfig:
     snapshot_catchup_entries: int = 5_000
     max_inflight_msgs: int = 512
     max_size_per_msg_bytes: int = 1 << 20
+    unsafe_local_reads: bool = False
+    """UNSAFE, for testing the fault-injection harness only: serve "linearizable" reads from
+    local state without ReadIndex, so a partitioned or deposed member answers stale data."""
 
 
 @dataclass(slots=True)
@@ -424,6 +427,8 @@ class NodeDriver:
     async def linearizable_barrier(self, *, timeout_s: float) -> None:
         if self._stopped:
             raise ServerStoppedError()
+        if self.config.unsafe_local_reads:
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not self._read_batch:

@@ -82,7 +82,13 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         tick_interval_ms=config.heartbeat_interval_ms,
         election_ticks=config.election_ticks,
         snapshot_count=config.snapshot_count,
+        unsafe_local_reads=config.unsafe_local_reads,
     )
+    if config.unsafe_local_reads:
+        logger.warning(
+            "--experimental-unsafe-local-reads is on: linearizable reads are served from local "
+            "state without ReadIndex and CAN RETURN STALE DATA; use it only to test checkers"
+        )
     driver = NodeDriver(
         driver_config,
         raft_log,

@@ -67,6 +67,58 @@ def test_register_under_kill_and_partition(tmp_path) -> None:
     )
 
 
+@pytest.mark.integration
+@needs_root
+@pytest.mark.parametrize("workload", ["register", "append", "watch"])
+def test_ci_suite_under_partition_kill_and_pause(tmp_path, workload) -> None:
+    # The short suite CI runs on every change: each workload under all three faults.
+    code, verdict, out = run_jepsen(
+        tmp_path,
+        "--workload",
+        workload,
+        "--nemesis",
+        "partition,kill,pause",
+        "--time-limit",
+        "50",
+        "--rate",
+        "30",
+        "--interval",
+        "3",
+        "--fault-duration",
+        "4",
+        timeout=240,
+    )
+    assert code == 0, out
+    assert verdict["valid"]
+    assert verdict["nemesis"], "no fault was injected"
+
+
+@pytest.mark.integration
+@needs_root
+def test_register_catches_unsafe_local_reads(tmp_path) -> None:
+    # raftkv's deliberately unsafe mode answers linearizable reads from local state: a member
+    # cut off by a partition keeps serving old values. The register checker must say so.
+    code, verdict, out = run_jepsen(
+        tmp_path,
+        "--workload",
+        "register",
+        "--nemesis",
+        "partition",
+        "--time-limit",
+        "40",
+        "--rate",
+        "60",
+        "--interval",
+        "2",
+        "--fault-duration",
+        "5",
+        "--node-arg=--experimental-unsafe-local-reads",
+        timeout=200,
+    )
+    assert code == 1, out
+    assert not verdict["valid"]
+
+
 @pytest.mark.slow
 @needs_root
 @pytest.mark.parametrize("workload", ["register", "append", "set", "watch"])
