@@ -50,6 +50,11 @@ NODE_OPTIONS = [
     _opt("snapshot-count", 10_000, "Applied entries between snapshots.", type=int),
     _opt("max-request-bytes", DEFAULT_MAX_REQUEST_BYTES, "Max client request size.", type=int),
     _opt("quota-backend-bytes", DEFAULT_QUOTA_BACKEND_BYTES, "Backend size quota.", type=int),
+    _opt(
+        "watch-progress-notify-interval",
+        "10m",
+        "Interval of watch progress notifications: 500ms, 10s, 10m or plain milliseconds.",
+    ),
     click.Option(
         ["--experimental-unsafe-local-reads"],
         is_flag=True,
@@ -60,6 +65,20 @@ NODE_OPTIONS = [
     _opt("log-level", "info", "debug, info, warning or error."),
     _opt("log-format", "text", "text or json."),
 ]
+
+
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_duration_ms(value: str, flag: str) -> int:
+    """etcd takes Go durations (``10m``, ``500ms``); plain numbers are milliseconds."""
+    text = value.strip()
+    for unit in ("ms", "h", "m", "s"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return int(float(text[: -len(unit)]) * _DURATION_UNITS_MS[unit])
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"--{flag}: {value!r} is not a duration such as 500ms, 10s or 10m")
 
 
 def build_config(params: dict[str, object]) -> ServerConfig:
@@ -84,6 +103,9 @@ def build_config(params: dict[str, object]) -> ServerConfig:
         snapshot_count=int(str(params["snapshot_count"])),
         max_request_bytes=int(str(params["max_request_bytes"])),
         quota_backend_bytes=int(str(params["quota_backend_bytes"])),
+        watch_progress_notify_interval_ms=parse_duration_ms(
+            str(params["watch_progress_notify_interval"]), "watch-progress-notify-interval"
+        ),
         unsafe_local_reads=bool(params["experimental_unsafe_local_reads"]),
     )
 

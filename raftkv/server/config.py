@@ -88,6 +88,7 @@ class ServerConfig:
     snapshot_count: int = 10_000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
+    watch_progress_notify_interval_ms: int = 600_000
     unsafe_local_reads: bool = False
     """Testing only: linearizable reads served locally, without ReadIndex (unsafe)."""
 
@@ -116,6 +117,8 @@ class ServerConfig:
             raise ConfigError(
                 "--election-timeout is too long, and should be set less than 50 seconds"
             )
+        if self.watch_progress_notify_interval_ms <= 0:
+            raise ConfigError("--watch-progress-notify-interval must be positive")
         if self.snapshot_count <= 0:
             raise ConfigError("--snapshot-count must be positive")
 

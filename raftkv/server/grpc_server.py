@@ -63,6 +63,7 @@ def add_client_services(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     health_poll_interval_s: float = 0.2,
+    watch_progress_notify_interval_s: float = 600.0,
 ) -> None:
     """Register etcd's KV, Maintenance, Cluster and Watch services and gRPC health for ``node``."""
     rpc_pb2_grpc.add_KVServicer_to_server(
@@ -78,4 +79,4 @@ def add_client_services(
     health_pb2_grpc.add_HealthServicer_to_server(
         HealthService(node, watch_poll_interval_s=health_poll_interval_s), server
     )
-    add_watch_service(server, node)
+    add_watch_service(server, node, progress_notify_interval_s=watch_progress_notify_interval_s)

@@ -133,6 +133,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         driver,
         max_request_bytes=config.max_request_bytes,
         request_timeout_s=config.request_timeout_s,
+        watch_progress_notify_interval_s=config.watch_progress_notify_interval_ms / 1000,
     )
     for url in config.listen_client_urls:
         _listen(client_server, url, "listen-client-urls")
