@@ -70,6 +70,7 @@ class SimCluster:
         """Nodes whose clocks stand still (a stalled process); scripted runs set this."""
         self.partition_until = 0
         self.swizzle: SwizzleClog | None = None
+        self.slow_until = 0
         self.churn: list[tuple[int, NodeId]] = []
         """(tick, leader) pairs: crash or cut off that leader then, if it still leads."""
         self.restart_at: dict[NodeId, int] = {}
@@ -300,6 +301,7 @@ class SimCluster:
                 )
         if self.churn:
             self._churn()
+        self._slow_nodes()
         for node_id, when in list(self.restart_at.items()):
             if when <= now:
                 self.restart(self.by_id[node_id])
@@ -307,6 +309,20 @@ class SimCluster:
             self.campaign(pick(chooser, self.nodes))
         if chooser.chance(opts.transfer_prob):
             self.transfer(pick(chooser, self.nodes), pick(chooser, self.ids))
+
+    def _slow_nodes(self) -> None:
+        opts, chooser, now = self.opts, self.chooser, self.now
+        if self.slow_until:
+            if now >= self.slow_until:
+                self.network.extra_delay.clear()
+                self.slow_until = 0
+                self.log("no node is slow")
+        elif chooser.chance(opts.slow_prob):
+            node_id = pick(chooser, self.ids)
+            extra = chooser.between(1, opts.slow_extra_ticks_max)
+            self.network.extra_delay[node_id] = extra
+            self.slow_until = now + chooser.between(20, 150)
+            self.log(f"n{node_id} slow: up to {extra} extra ticks per message")
 
     def _churn(self) -> None:
         """Cut short the leaderships scheduled to end now: crash the leader, or cut it off."""
@@ -493,6 +509,9 @@ class SimCluster:
             delay_max=quiet.delay_max_ticks,
         )
         self.heal()
+        self.network.extra_delay.clear()
+        self.slow_until = 0
+        self.churn.clear()
         for node in self.nodes:
             self.restart(node)
         self.restart_at.clear()

@@ -158,6 +158,7 @@ class SimNetwork:
         "dropped",
         "dup_prob",
         "duplicated",
+        "extra_delay",
         "now",
         "on_drop",
         "sent",
@@ -187,6 +188,8 @@ class SimNetwork:
         self.delivered = 0
         self.dropped = 0
         self.duplicated = 0
+        self.extra_delay: dict[NodeId, int] = {}
+        """Node -> extra ticks its outbound messages take (a slow node)."""
         self.on_drop: Callable[[Message, bool], None] | None = None
         """Called with (message, cut) for every dropped message; ``cut``: by a partition."""
 
@@ -204,6 +207,10 @@ class SimNetwork:
     def _enqueue(self, msg: Message) -> None:
         lo, hi = self.delay_min, self.delay_max
         delay = lo if lo == hi else lo + self.chooser.below(hi - lo + 1)
+        if self.extra_delay:
+            extra = self.extra_delay.get(msg.src, 0)
+            if extra:
+                delay += self.chooser.between(0, extra)
         self._seq += 1
         heapq.heappush(self._heap, (self.now + delay, self._seq, msg))
 

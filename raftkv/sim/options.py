@@ -33,6 +33,10 @@ class SimOptions:
     """Model a transport that reports failures: a lost InstallSnapshot is reported with
     ``report_snapshot(False)``, a delivered one with ``True``, a cut link with
     ``report_unreachable``."""
+    slow_prob: float = 0.0
+    """Per tick, while no node is slow: chance that one node's outbound messages start taking
+    up to ``slow_extra_ticks_max`` extra ticks (an overloaded node or a congested link)."""
+    slow_extra_ticks_max: int = 10
     # -- partitions ----------------------------------------------------------------------------
     partition_prob: float = 0.0
     """Per tick, while the network is whole: chance that a partition starts."""
@@ -105,6 +109,7 @@ class SimOptions:
             partition_prob=0.0,
             crash_prob=0.0,
             churn_prob=0.0,
+            slow_prob=0.0,
             pause_prob=0.0,
             tick_skip_prob=0.0,
             tick_double_prob=0.0,
@@ -182,4 +187,6 @@ class SimOptions:
             liveness_ticks=400,
             # Drawn last, so that adding it left every earlier option of a seed unchanged.
             freeze_leader_prob=r.choice((0.0, 0.5, 1.0)),
+            slow_prob=maybe(0.4, 0.002, 0.02),
+            slow_extra_ticks_max=r.randint(1, 15),
         )
