@@ -77,6 +77,7 @@ def _one(args: argparse.Namespace) -> int:
 
 def _report(report: SoakReport) -> int:
     print(report.summary())
+    print(report.coverage())
     for line in report.repro_lines():
         print(line)
     return 0 if report.ok else 1

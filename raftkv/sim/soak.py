@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from raftkv.sim.runner import RunResult, run_seed
+from raftkv.sim.stats import Stats
 
 __all__ = ["SoakReport", "run_for_soak", "soak"]
 
@@ -22,6 +23,8 @@ class SoakReport:
     seeds_run: int = 0
     ticks_run: int = 0
     elapsed_s: float = 0.0
+    totals: Stats = field(default_factory=Stats)
+    """Counters summed over every seed run: what the batch exercised."""
     failures: list[RunResult] = field(default_factory=list)
     nondeterministic: list[int] = field(default_factory=list)
 
@@ -43,6 +46,15 @@ class SoakReport:
             f" {self.elapsed_s:.1f}s: {self.seeds_per_s:.2f} seeds/s,"
             f" {self.ticks_per_s:,.0f} ticks/s; {len(self.failures)} failed,"
             f" {len(self.nondeterministic)} nondeterministic"
+        )
+
+    def coverage(self) -> str:
+        t = self.totals
+        return (
+            f"exercised: {t.elections} elections, {t.crashes} crashes, {t.partitions}"
+            f" partitions, {t.snapshots_taken} snapshots taken, {t.snapshots_installed}"
+            f" installed from a leader, {t.applied} entries applied, client ops"
+            f" ok/fail/info {t.ops_ok}/{t.ops_fail}/{t.ops_info}"
         )
 
     def repro_lines(self) -> list[str]:
@@ -105,6 +117,9 @@ def soak(
     def record(result: RunResult, repeated: bool) -> None:
         report.seeds_run += 1
         report.ticks_run += result.stats.ticks
+        totals, stats = report.totals, result.stats
+        for name in stats.__slots__:
+            setattr(totals, name, getattr(totals, name) + getattr(stats, name))
         if not result.ok:
             report.failures.append(result)
             if progress:

@@ -81,6 +81,7 @@ def test_sweep_fresh_seeds() -> None:
         clock=time.perf_counter,
     )
     print(report.summary())
+    print(report.coverage())
     lines = "\n".join(report.repro_lines())
     assert report.ok, f"{report.summary()}\n{lines}"
     assert report.seeds_run >= SWEEP_SEEDS, f"only {report.seeds_run} seeds in the budget"
