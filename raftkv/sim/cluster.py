@@ -473,6 +473,7 @@ class SimCluster:
         """Route every further choice through ``chooser``."""
         self.chooser = chooser
         self.network.chooser = chooser
+        self.workload.chooser = chooser
         for node in self.nodes:
             node.chooser = chooser
 

@@ -78,7 +78,7 @@ def run_seed(
             what = "undecided (checker budget)" if result.timed_out else "not linearizable"
             error = f"history {what}: key {result.key}: {result.explanation}"
     except SimulationError as exc:
-        error = str(exc)
+        error = str(exc) if str(exc).startswith("tick ") else f"tick {cluster.now}: {exc}"
     except Exception as exc:  # the core (or the simulator) crashed: also a failure
         frames = traceback.extract_tb(exc.__traceback__)
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
