@@ -1,10 +1,14 @@
 """NodeDriver: the asyncio shell that owns one RawNode and runs its Ready loop.
 
-Only the event-loop thread touches the RawNode. Disk work (persisting a Ready, applying
-committed entries) runs on one dedicated thread, so LMDB write transactions stay on one thread
-and fsync never blocks the loop. While a Ready is being persisted, new proposals and messages
-keep arriving in the core; the next Ready carries all of them: one fsync per batch (group
-commit), one LMDB transaction per batch of applies, one append message per batch per peer.
+Only the event-loop thread touches the RawNode. Disk work runs on two dedicated threads, one
+per LMDB environment, so each environment's write transactions stay on one thread and fsync
+never blocks the loop: the log thread persists Readies (and takes snapshots), the apply thread
+applies committed entries. Committed entries that are already in the stable log are applied
+while the Ready's new entries are persisted. While a Ready is being handled, new proposals and
+messages keep arriving in the core; the next Ready carries all of them: one fsync per batch
+(group commit), one LMDB transaction per batch of applies, one append message per batch per
+peer. Writes forwarded by a follower and ReadIndex rounds are batched the same way: a bounded
+number in flight, and whatever arrives meanwhile goes in the next one.
 
 Proposal outcomes are honest: a proposal waits for the entry at its index to apply. The same
 term means it applied (its result is returned); another term means it was superseded and will
@@ -55,6 +59,15 @@ logger = logging.getLogger(__name__)
 _FORWARD_OK = b"\x00"
 _FORWARD_ERR = b"\x01"
 _FORWARD_BATCH = b"\x02"
+_FORWARD_UNSENT = b"\x03"
+"""Local reply: the batch never left this member (no leader to send it to), so a retry is safe."""
+_MAX_FORWARDS_IN_FLIGHT = 2
+"""Forward RPCs outstanding per member. Writes that arrive meanwhile wait and share the next RPC:
+gRPC hands us each request in its own loop iteration, so without the cap every write would
+cost a Forward RPC of its own."""
+_MAX_READ_ROUNDS_IN_FLIGHT = 2
+"""ReadIndex rounds outstanding per member, for the same reason: reads that arrive while rounds
+are out share the next one (one heartbeat round confirms all of them)."""
 _RECENT_RESULTS = 4096
 _READ_RETRY_S = 0.5
 _ATTRIBUTES_MAGIC = b"MA"
@@ -149,6 +162,9 @@ class NodeDriver:
         self._conf_state = raft_log.initial_state()[1]
         self._transport: Transport | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-disk")
+        """The Raft log's thread: persisting Readies, snapshots and compaction."""
+        self._apply_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-apply")
+        """The state machine's thread: one LMDB write transaction per applied batch."""
         self._wake = asyncio.Event()
         self._stopped = False
         self._leader = 0
@@ -168,6 +184,7 @@ class NodeDriver:
         self._tasks: list[asyncio.Task[None]] = []
         self._apply_listeners: list[Callable[[], None]] = []
         self._forward_batch: list[tuple[bytes, float, asyncio.Future[bytes]]] = []
+        self._forwards_in_flight = 0
         self._background: set[asyncio.Task[None]] = set()
         self.failed = asyncio.Event()
         """Set when an internal loop died; the member must stop."""
@@ -211,6 +228,7 @@ class NodeDriver:
                 await task
         self._fail_all(ServerStoppedError())
         self._disk.shutdown(wait=True)
+        self._apply_thread.shutdown(wait=True)
 
     async def _transfer_before_stop(self) -> None:
         status = self._node.status()
@@ -357,6 +375,9 @@ class NodeDriver:
                     return index, self._node.term
             elif self._leader and self._transport is not None:
                 reply = await self._forward(command, deadline)
+                if reply[:1] == _FORWARD_UNSENT:
+                    await self._wait_for_leader(deadline)
+                    continue
                 if reply[:1] == _FORWARD_OK:
                     return int.from_bytes(reply[1:9], "big"), int.from_bytes(reply[9:17], "big")
                 text = reply[1:].decode()
@@ -378,11 +399,24 @@ class NodeDriver:
             raise RequestTimeoutError() from None
 
     def _flush_forwards(self) -> None:
+        if not self._forward_batch or self._forwards_in_flight >= _MAX_FORWARDS_IN_FLIGHT:
+            return  # the batch goes when an RPC in flight completes
         batch, self._forward_batch = self._forward_batch, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._send_forwards(self._leader, batch))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        leader = self._leader
+        if not leader or leader == self.member_id or self._transport is None:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(_FORWARD_UNSENT)
+            return
+        self._forwards_in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._send_forwards(leader, batch))
+        self._background.add(task)
+        task.add_done_callback(self._forward_done)
+
+    def _forward_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        self._forwards_in_flight -= 1
+        self._flush_forwards()
 
     async def _send_forwards(
         self, leader: int, batch: list[tuple[bytes, float, asyncio.Future[bytes]]]
@@ -441,6 +475,8 @@ class NodeDriver:
 
     def _issue_read_round(self, waiters: list[asyncio.Future[None]] | None = None) -> None:
         if waiters is None:
+            if len(self._read_rounds) >= _MAX_READ_ROUNDS_IN_FLIGHT:
+                return  # the batch goes when a round in flight completes
             waiters, self._read_batch = self._read_batch, []
         waiters = [w for w in waiters if not w.done()]
         if not waiters:
@@ -457,6 +493,8 @@ class NodeDriver:
             if now - rnd.issued_at >= _READ_RETRY_S or not any(not w.done() for w in rnd.waiters):
                 del self._read_rounds[context]
                 self._issue_read_round(rnd.waiters)
+        if self._read_batch:
+            self._issue_read_round()
 
     async def move_leader(self, target_member_id: int, *, timeout_s: float) -> None:
         if self._role is not Role.LEADER:
@@ -524,16 +562,37 @@ class NodeDriver:
         transport = self._transport
         if transport is not None and rd.messages:
             transport.send(rd.messages)
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-            await loop.run_in_executor(self._disk, self._persist, rd)
+        committed = rd.committed_entries
+        # Committed entries already in the stable log are applied while the new entries are
+        # being persisted (they are durable on a quorum, and locally): a Ready cycle then costs
+        # max(fsync, apply) rather than their sum. Entries that arrive in this very Ready, and
+        # anything after a snapshot, wait for the persist.
+        early: Sequence[Entry] = ()
+        if rd.snapshot is None:
+            first_new = rd.entries[0].index if rd.entries else None
+            split = len(committed)
+            if first_new is not None:
+                split = 0
+                while split < len(committed) and committed[split].index < first_new:
+                    split += 1
+            early, committed = committed[:split], committed[split:]
+        applying = (
+            loop.run_in_executor(self._apply_thread, self._sm.apply, early) if early else None
+        )
+        try:
+            if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+                await loop.run_in_executor(self._disk, self._persist, rd)
+        finally:
+            if applying is not None:
+                self._on_applied(early, await applying)
         if transport is not None and rd.persisted_messages:
             transport.send(rd.persisted_messages)
         if rd.snapshot is not None:
             self._applied = max(self._applied, self._sm.applied_index(), rd.snapshot.meta.index)
             self._conf_state = rd.snapshot.meta.conf_state
-        if rd.committed_entries:
-            results = await loop.run_in_executor(self._disk, self._sm.apply, rd.committed_entries)
-            self._on_applied(rd.committed_entries, results)
+        if committed:
+            results = await loop.run_in_executor(self._apply_thread, self._sm.apply, committed)
+            self._on_applied(committed, results)
         for read_state in rd.read_states:
             self._on_read_state(read_state.index, read_state.context)
         self._release_reads()
@@ -585,6 +644,8 @@ class NodeDriver:
             return
         for waiter in rnd.waiters:
             self._read_waiting.append((index, waiter))
+        if self._read_batch:
+            self._issue_read_round()
 
     def _release_reads(self) -> None:
         if not self._read_waiting:
@@ -611,10 +672,16 @@ class NodeDriver:
         self._snapshot_index = index
 
     def _take_snapshot(self, index: int, conf: ConfState, keep: int) -> None:
+        started = time.monotonic()
         self._log.create_snapshot(index, conf, b"")
         if index - keep > self._log.first_index():
             self._log.compact(index - keep)
-        logger.info("member %x: snapshot at index %d", self.member_id, index)
+        logger.info(
+            "member %x: snapshot at index %d (%.0f ms)",
+            self.member_id,
+            index,
+            (time.monotonic() - started) * 1000,
+        )
 
     # -- member attributes -----------------------------------------------------------------
 

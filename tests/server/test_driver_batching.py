@@ -1,0 +1,160 @@
+"""NodeDriver batches the hops that gRPC would otherwise make one per request.
+
+gRPC hands the servicer each request in its own event-loop iteration, so "batch what arrives in
+the same iteration" batches nothing. The driver instead keeps a bounded number of Forward RPCs
+and ReadIndex rounds in flight; whatever arrives meanwhile shares the next one. These tests
+drive a real NodeDriver (LMDB log and state machine) as a follower, behind a fake transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from raftkv_storage.backend import LmdbBackend
+from raftkv_storage.log import LmdbRaftLog
+
+from raftkv.kv.state_machine import KVStateMachine
+from raftkv.kv.types import PutRequest
+from raftkv.raft.messages import Heartbeat, Message, ReadIndexRequest
+from raftkv.server import driver as driver_mod
+from raftkv.server.api import Member
+from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
+from raftkv.server.errors import LeaderChangedError, RequestTimeoutError
+
+ME, LEADER, OTHER = 1, 2, 3
+
+
+class HeldTransport:
+    """Records what the driver sends; each Forward RPC waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.forwards: list[list[bytes]] = []
+        self.releases: list[asyncio.Future[bytes]] = []
+
+    def send(self, messages: Sequence[Message]) -> None:
+        self.sent.extend(messages)
+
+    async def forward(self, to: int, command: bytes, *, timeout_s: float) -> bytes:
+        assert to == LEADER
+        assert command[:1] == driver_mod._FORWARD_BATCH
+        self.forwards.append(driver_mod._unpack_commands(command[1:]))
+        release: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.releases.append(release)
+        return await release
+
+    def read_rounds(self) -> int:
+        return sum(isinstance(m, ReadIndexRequest) for m in self.sent)
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(20):
+            await coro
+
+    asyncio.run(bounded())
+
+
+async def follower(tmp_path: Path) -> tuple[NodeDriver, HeldTransport]:
+    raft_log = LmdbRaftLog(tmp_path / "raft")
+    bootstrap_log(raft_log, [ME, LEADER, OTHER])
+    members = [
+        Member(id=m, name=f"m{m}", peer_urls=(), client_urls=()) for m in (ME, LEADER, OTHER)
+    ]
+    driver = NodeDriver(
+        DriverConfig(member_id=ME, cluster_id=0xC1, tick_interval_ms=1000),
+        raft_log,
+        KVStateMachine(LmdbBackend(tmp_path / "kv")),
+        members,
+        db_path=tmp_path / "kv",
+    )
+    transport = HeldTransport()
+    driver.attach_transport(transport)
+    await driver.start()
+    driver.deliver([Heartbeat(src=LEADER, dst=ME, term=2, commit=1)])
+    for _ in range(200):
+        if driver.leader == LEADER:
+            break
+        await asyncio.sleep(0.005)
+    assert driver.leader == LEADER
+    return driver, transport
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_writes_arriving_while_forwards_are_in_flight_share_one_rpc(tmp_path: Path) -> None:
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        # The attributes publisher forwards too; let it take its RPC first.
+        await settle()
+        baseline = len(transport.forwards)
+        in_flight = driver_mod._MAX_FORWARDS_IN_FLIGHT - baseline
+        assert in_flight >= 1
+
+        async def put(i: int) -> None:
+            await driver.propose(PutRequest(key=b"k%d" % i, value=b"v"), timeout_s=5)
+
+        calls = []
+        # One write per loop iteration, as gRPC delivers them.
+        for i in range(in_flight + 30):
+            calls.append(asyncio.ensure_future(put(i)))
+            await settle()
+        assert len(transport.forwards) == driver_mod._MAX_FORWARDS_IN_FLIGHT
+        # The first RPC completes (the leader lost its leadership): the 30 waiting writes go
+        # together in the next RPC.
+        transport.releases[0].set_result(driver_mod._FORWARD_ERR + LeaderChangedError.text.encode())
+        await settle()
+        assert len(transport.forwards) == driver_mod._MAX_FORWARDS_IN_FLIGHT + 1
+        assert len(transport.forwards[-1]) == 30
+        for release in transport.releases[1:]:
+            release.set_result(driver_mod._FORWARD_ERR + LeaderChangedError.text.encode())
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, LeaderChangedError) for r in results), results
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_concurrent_linearizable_reads_share_read_index_rounds(tmp_path: Path) -> None:
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+
+        async def read() -> None:
+            await driver.linearizable_barrier(timeout_s=0.3)
+
+        calls = []
+        for _ in range(40):
+            calls.append(asyncio.ensure_future(read()))
+            await settle()
+        # No leader answers: at most the cap of rounds went out, not one per read.
+        assert transport.read_rounds() == driver_mod._MAX_READ_ROUNDS_IN_FLIGHT
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, RequestTimeoutError) for r in results), results
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+@pytest.mark.parametrize("leader", [0, ME])
+def test_a_batch_with_nowhere_to_go_is_retried_not_failed(tmp_path: Path, leader: int) -> None:
+    """Writes queued for a leader that is gone by flush time never left: they wait for a leader
+    (here: until their deadline) instead of being reported as an unknown outcome at once."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        await settle()
+        before = len(transport.forwards)
+        driver._leader = leader  # the leader vanished between enqueue and flush
+        reply = await driver._forward(b"cmd", asyncio.get_running_loop().time() + 1)
+        assert reply == driver_mod._FORWARD_UNSENT
+        assert len(transport.forwards) == before
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
