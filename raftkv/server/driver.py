@@ -569,12 +569,9 @@ class NodeDriver:
         # anything after a snapshot, wait for the persist.
         early: Sequence[Entry] = ()
         if rd.snapshot is None:
-            first_new = rd.entries[0].index if rd.entries else None
             split = len(committed)
-            if first_new is not None:
-                split = 0
-                while split < len(committed) and committed[split].index < first_new:
-                    split += 1
+            if rd.entries and committed:  # committed indexes are contiguous
+                split = max(0, min(split, rd.entries[0].index - committed[0].index))
             early, committed = committed[:split], committed[split:]
         applying = (
             loop.run_in_executor(self._apply_thread, self._sm.apply, early) if early else None
