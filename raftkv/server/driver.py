@@ -4,9 +4,10 @@ Only the event-loop thread touches the RawNode. Disk work runs on two dedicated 
 per LMDB environment, so each environment's write transactions stay on one thread and fsync
 never blocks the loop: the log thread persists Readies (and takes snapshots), the apply thread
 applies committed entries. The one exception, installing a received snapshot into the state
-machine, runs on the log thread only after every earlier apply has finished. Committed entries that are already in the stable log are applied
-while the Ready's new entries are persisted. While a Ready is being handled, new proposals and
-messages keep arriving in the core; the next Ready carries all of them: one fsync per batch
+machine, runs on the log thread only after every earlier apply has finished. Committed entries
+that are already in the stable log are applied while the Ready's new entries are persisted.
+While a Ready is being handled, new proposals and messages keep arriving in the core; the next
+Ready carries all of them: one fsync per batch
 (group commit), one LMDB transaction per batch of applies, one append message per batch per
 peer. Writes forwarded by a follower and ReadIndex rounds are batched the same way: a bounded
 number in flight, and whatever arrives meanwhile goes in the next one.
