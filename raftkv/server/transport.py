@@ -8,9 +8,11 @@ Sending side, :class:`GrpcTransport`:
   peer would stall the leader for everyone.
 - One sender task per peer keeps one long-lived ``Stream`` call open. It waits until the queue is
   non-empty, then takes everything queued (up to ``batch_max_msgs`` messages or about
-  ``batch_max_bytes``) into one ``MessageBatch``. The receiver acknowledges each batch; at most
-  ``max_unacked_batches`` may be unacknowledged, which bounds what is in flight, and a slow
-  receiver makes the batches larger rather than more numerous.
+  ``batch_max_bytes``) into one ``MessageBatch``. At most ``max_unacked_batches`` may be
+  unacknowledged, which bounds what is in flight, and a slow receiver makes the batches larger
+  rather than more numerous. The receiver acknowledges cumulatively: the first batch of a stream,
+  every ``ACK_EVERY``-th, and any batch the sender asks about (one that fills its window). An ack
+  per batch would double the stream operations, each a trip through gRPC's poller.
 - When the stream breaks (or cannot be opened: the peer is down), the task reports the peer
   unreachable, drops everything queued before the failure, and tries again after an exponential
   backoff with jitter. Messages queued during the backoff go out on the next attempt, or are
@@ -69,6 +71,9 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 """gRPC message limit on peer links: a 4 MiB batch of large entries, or a snapshot chunk, fits."""
 
 CLUSTER_ID_MISMATCH: Final = "etcdserver: cluster ID mismatch"
+
+ACK_EVERY: Final = 8
+"""The receiver acknowledges every this many batches even when the sender did not ask."""
 
 _MESSAGE_SIZE_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -466,6 +471,7 @@ class GrpcTransport:
             size += msg_size
             count += 1
         peer.dropping = False
+        batch.ack_requested = state.sent - state.acked >= self._window
         self.messages_sent += count
         self.batches_sent += 1
         return batch
@@ -633,7 +639,8 @@ class PeerService(peer_pb2_grpc.RaftServicer):
                 self.messages_received += len(messages)
                 if messages:
                     self._deliver(messages)
-            yield peer_pb2.StreamAck(seq=batch.seq)
+            if batch.ack_requested or batch.seq == 1 or batch.seq % ACK_EVERY == 0:
+                yield peer_pb2.StreamAck(seq=batch.seq)
 
     def _decode(self, batch: peer_pb2.MessageBatch) -> list[Message]:
         messages: list[Message] = []

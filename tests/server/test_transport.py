@@ -367,6 +367,57 @@ def test_malformed_messages_in_a_batch_are_dropped(tmp_path: Path) -> None:
     run(main())
 
 
+def test_the_receiver_acknowledges_cumulatively_and_when_asked(tmp_path: Path) -> None:
+    async def main() -> None:
+        member = Member(2, tmp_path / "m2")
+        async with running(member):
+            batches = [
+                peer_pb2.MessageBatch(
+                    cluster_id=CLUSTER,
+                    src=1,
+                    dst=2,
+                    seq=seq,
+                    messages=[
+                        peer_pb2.Message(
+                            src=1, dst=2, term=1, heartbeat=peer_pb2.Heartbeat(commit=seq)
+                        )
+                    ],
+                    ack_requested=seq == 11,
+                )
+                for seq in range(1, 21)
+            ]
+            async with aio.insecure_channel(member.addr) as channel:
+                call = peer_pb2_grpc.RaftStub(channel).Stream(iter(batches))
+                acks = [ack.seq async for ack in call]
+            # The first batch, every ACK_EVERY-th, and the one that asked: not one ack per batch.
+            every = transport_mod.ACK_EVERY
+            assert acks == sorted({1, 11, *range(every, 21, every)})
+            assert len(member.messages) == 20
+
+    run(main())
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_a_small_window_still_makes_progress_with_coalesced_acks(
+    tmp_path: Path, window: int
+) -> None:
+    async def main() -> None:
+        member = Member(2, tmp_path / "m2")
+        await member.start()
+        reports = Reports()
+        # One message per batch: many more batches than the receiver acknowledges unasked.
+        t = make_transport(
+            1, {2: member.addr}, reports, max_unacked_batches=window, batch_max_msgs=1
+        )
+        async with running(member, t):
+            t.send([hb(1, 2, n) for n in range(300)])
+            await eventually(lambda: len(member.messages) == 300, what="delivery")
+        assert [m.commit for m in member.messages if isinstance(m, Heartbeat)] == list(range(300))
+        assert reports.unreachable == []
+
+    run(main())
+
+
 # ------------------------------------------------------------------------------------------------
 # Snapshots
 # ------------------------------------------------------------------------------------------------

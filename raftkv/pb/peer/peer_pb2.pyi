@@ -504,6 +504,7 @@ class MessageBatch(_message.Message):
     DST_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
+    ACK_REQUESTED_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.int
     """Every call is checked against the receiver's cluster id."""
     src: _builtins.int
@@ -511,6 +512,10 @@ class MessageBatch(_message.Message):
     dst: _builtins.int
     seq: _builtins.int
     """Starts at 1 on each stream and increases by one per batch."""
+    ack_requested: _builtins.bool
+    """The receiver acknowledges cumulatively: the first batch of a stream, every few batches, and
+    at once when this is set (the batch fills the sender's window of unacknowledged batches).
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """Delivered to the receiver's core in this order."""
@@ -523,10 +528,11 @@ class MessageBatch(_message.Message):
         dst: _builtins.int = ...,
         seq: _builtins.int = ...,
         messages: _abc.Iterable[Global___Message] | None = ...,
+        ack_requested: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "dst", b"dst", "messages", b"messages", "seq", b"seq", "src", b"src"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_requested", b"ack_requested", "cluster_id", b"cluster_id", "dst", b"dst", "messages", b"messages", "seq", b"seq", "src", b"src"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
