@@ -22,7 +22,12 @@ Sending side, :class:`GrpcTransport`:
   of all the data. The result is reported with ``on_snapshot_status``.
 
 Receiving side, :class:`PeerService`, the servicer of ``raftkv.peer.v1.Raft``: decodes batches
-and hands them to the driver, receives snapshots into files, and serves forwarded writes.
+and hands them to the driver, receives snapshots into files, and answers forwarded writes.
+
+Forwarded writes (a follower's clients' writes, for the leader) ride the same stream: a batch
+carries the commands queued by ``forward()`` besides its Raft messages, and the receiver answers
+them in that batch's ack, sent at once. A unary RPC per forward cost as much again as the
+stream operations it replaces.
 
 The peer gRPC server should be created with :data:`PEER_SERVER_OPTIONS`, which matches the
 message size limit and the keepalive pings of :data:`PEER_CHANNEL_OPTIONS`.
@@ -32,11 +37,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Final
@@ -121,6 +135,18 @@ def _approx_size(msg: Message) -> int:
     return 64  # the other kinds are small (a read-index context is a few bytes)
 
 
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, aio.AioRpcError):
+        return f"{error.code().name} {error.details()}"
+    return repr(error) if error is not None else "closed"
+
+
+def _fail_all(futures: Iterable[asyncio.Future[bytes]], why: str) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(ConnectionError(why))
+
+
 class _Peer:
     """Sending state for one peer. Only touched on the event loop."""
 
@@ -129,6 +155,7 @@ class _Peer:
         "channel",
         "dropping",
         "failures",
+        "forwards",
         "id",
         "queue",
         "snapshot_task",
@@ -141,6 +168,8 @@ class _Peer:
         self.id = member_id
         self.addr = addr
         self.queue: deque[Message] = deque()
+        self.forwards: deque[_Forward] = deque()
+        """Forwarded commands waiting for the next batch."""
         self.wakeup = asyncio.Event()
         """Set by send(), by an ack, and when the stream breaks."""
         self.dropping = False
@@ -153,16 +182,26 @@ class _Peer:
         self.snapshot_task: asyncio.Task[None] | None = None
 
 
-class _StreamState:
-    """One attempt at the Stream call: batches sent and acknowledged."""
+class _Forward:
+    __slots__ = ("command", "future", "id")
 
-    __slots__ = ("acked", "broken", "error", "sent")
+    def __init__(self, forward_id: int, command: bytes, future: asyncio.Future[bytes]) -> None:
+        self.id = forward_id
+        self.command = command
+        self.future = future
+
+
+class _StreamState:
+    """One attempt at the Stream call: batches sent and acknowledged, forwards unanswered."""
+
+    __slots__ = ("acked", "broken", "error", "pending", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
         self.acked = 0
         self.broken = False
         self.error: BaseException | None = None
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
 
 
 class GrpcTransport:
@@ -217,6 +256,7 @@ class GrpcTransport:
         self._started = False
         self._closed = False
         self._close_done = asyncio.Event()
+        self._forward_ids = itertools.count(1)
         # Counters, for tests and status pages.
         self.messages_sent = 0
         self.batches_sent = 0
@@ -293,6 +333,8 @@ class GrpcTransport:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
             for peer in self._peers.values():
                 peer.queue.clear()
+                _fail_all((f.future for f in peer.forwards), "the transport is closed")
+                peer.forwards.clear()
                 if peer.channel is not None:
                     await peer.channel.close()
                     peer.channel = None
@@ -300,27 +342,24 @@ class GrpcTransport:
             self._close_done.set()
 
     async def forward(self, to: int, command: bytes, *, timeout_s: float) -> bytes:
-        """Pass ``command`` to member ``to`` with the Forward RPC and return its result.
+        """Pass ``command`` to member ``to`` on the message stream and return its answer.
 
-        Raises ``TimeoutError`` when the deadline passes and ``ConnectionError`` on any other
-        failure (unknown member, unreachable, rejected). Either way the command may or may not
-        have been applied, unless the member was unknown.
+        The command rides in the next batch to ``to`` (with whatever Raft messages are queued);
+        the receiver answers in that batch's ack. Raises ``TimeoutError`` when the deadline
+        passes and ``ConnectionError`` on any other failure (unknown member, the stream broke or
+        never came up). Either way the command may or may not have been applied, unless the
+        member was unknown.
         """
         peer = self._peers.get(to)
         if peer is None or self._closed:
             raise ConnectionError(f"no link to member {to:x}")
-        request = peer_pb2.ForwardRequest(
-            cluster_id=self._cluster_id, src=self._member_id, command=command
-        )
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        peer.forwards.append(_Forward(next(self._forward_ids), command, future))
+        peer.wakeup.set()
         try:
-            response = await self._stub(peer).Forward(request, timeout=timeout_s)
-        except aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TimeoutError(f"forward to member {to:x} timed out") from exc
-            raise ConnectionError(
-                f"forward to member {to:x} failed: {exc.code().name} {exc.details()}"
-            ) from exc
-        return response.result
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"forward to member {to:x} timed out") from None
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -350,6 +389,8 @@ class GrpcTransport:
 
     def _retire(self, peer: _Peer) -> None:
         peer.queue.clear()
+        _fail_all((f.future for f in peer.forwards), f"member {peer.id:x} was removed")
+        peer.forwards.clear()
         if peer.task is None and peer.snapshot_task is None and peer.channel is None:
             return
         task = asyncio.get_running_loop().create_task(
@@ -372,7 +413,7 @@ class GrpcTransport:
     async def _run_sender(self, peer: _Peer) -> None:
         backoff = self._backoff_min
         while True:
-            while not peer.queue:
+            while not peer.queue and not peer.forwards:
                 peer.wakeup.clear()
                 await peer.wakeup.wait()
             healthy = await self._stream(peer)
@@ -383,6 +424,8 @@ class GrpcTransport:
                 backoff = self._backoff_min
             dropped = len(peer.queue)
             peer.queue.clear()
+            _fail_all((f.future for f in peer.forwards), f"link to member {peer.id:x} is down")
+            peer.forwards.clear()
             peer.dropping = False
             self.messages_dropped += dropped
             self._report_unreachable(peer.id)
@@ -408,7 +451,8 @@ class GrpcTransport:
         try:
             while True:
                 while not state.broken and (
-                    not peer.queue or state.sent - state.acked >= self._window
+                    (not peer.queue and not peer.forwards)
+                    or state.sent - state.acked >= self._window
                 ):
                     peer.wakeup.clear()
                     await peer.wakeup.wait()
@@ -423,6 +467,12 @@ class GrpcTransport:
             call.cancel()
             reader.cancel()
             await asyncio.wait([reader])
+            _fail_all(
+                state.pending.values(),
+                f"stream to member {peer.id:x} broke ({_describe(state.error)}); "
+                "the forwarded command may have been applied",
+            )
+            state.pending.clear()
         if state.error is not None:
             log.debug("stream to member %x ended: %r", peer.id, state.error)
         return state.acked > 0
@@ -438,6 +488,10 @@ class GrpcTransport:
                 ack = await call.read()
                 if not isinstance(ack, peer_pb2.StreamAck):  # aio.EOF: the receiver hung up
                     break
+                for result in ack.forward_results:
+                    future = state.pending.pop(result.id, None)
+                    if future is not None and not future.done():
+                        future.set_result(result.result)
                 if ack.seq > state.acked:
                     state.acked = ack.seq
                     if peer.failures:
@@ -471,6 +525,12 @@ class GrpcTransport:
             size += msg_size
             count += 1
         peer.dropping = False
+        forwards = peer.forwards
+        while forwards:
+            forward = forwards.popleft()
+            if not forward.future.done():  # a caller that timed out before the send is skipped
+                batch.forwards.add(id=forward.id, command=forward.command)
+                state.pending[forward.id] = forward.future
         batch.ack_requested = state.sent - state.acked >= self._window
         self.messages_sent += count
         self.batches_sent += 1
@@ -639,8 +699,12 @@ class PeerService(peer_pb2_grpc.RaftServicer):
                 self.messages_received += len(messages)
                 if messages:
                     self._deliver(messages)
-            if batch.ack_requested or batch.seq == 1 or batch.seq % ACK_EVERY == 0:
-                yield peer_pb2.StreamAck(seq=batch.seq)
+            results = [
+                peer_pb2.ForwardResult(id=f.id, result=await self._forward_handler(f.command))
+                for f in batch.forwards
+            ]
+            if results or batch.ack_requested or batch.seq == 1 or batch.seq % ACK_EVERY == 0:
+                yield peer_pb2.StreamAck(seq=batch.seq, forward_results=results)
 
     def _decode(self, batch: peer_pb2.MessageBatch) -> list[Message]:
         messages: list[Message] = []
@@ -766,15 +830,6 @@ class PeerService(peer_pb2_grpc.RaftServicer):
                 await asyncio.shield(loop.run_in_executor(executor, file.discard))
             executor.shutdown(wait=False)
         return received
-
-    async def Forward(  # noqa: N802 (the generated servicer's name)
-        self,
-        request: peer_pb2.ForwardRequest,
-        context: aio.ServicerContext[peer_pb2.ForwardRequest, peer_pb2.ForwardResponse],
-    ) -> peer_pb2.ForwardResponse:
-        if request.cluster_id != self._cluster_id:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_ID_MISMATCH)
-        return peer_pb2.ForwardResponse(result=await self._forward_handler(request.command))
 
 
 class _Slot:

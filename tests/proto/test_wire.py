@@ -350,9 +350,6 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "/raftkv.peer.v1.Raft/Snapshot": (
         "raftkv.peer.v1.SnapshotChunk", "raftkv.peer.v1.SnapshotAck", "client",
     ),
-    "/raftkv.peer.v1.Raft/Forward": (
-        "raftkv.peer.v1.ForwardRequest", "raftkv.peer.v1.ForwardResponse", _U,
-    ),
 }  # fmt: skip
 
 FILES: list[FileDescriptor] = [

@@ -505,6 +505,7 @@ class MessageBatch(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     ACK_REQUESTED_FIELD_NUMBER: _builtins.int
+    FORWARDS_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.int
     """Every call is checked against the receiver's cluster id."""
     src: _builtins.int
@@ -520,6 +521,12 @@ class MessageBatch(_message.Message):
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """Delivered to the receiver's core in this order."""
 
+    @_builtins.property
+    def forwards(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForwardedCommand]:
+        """Client writes a follower forwards to the leader. The receiver answers them in the ack of this
+        batch, which it sends at once.
+        """
+
     def __init__(
         self,
         *,
@@ -529,34 +536,88 @@ class MessageBatch(_message.Message):
         seq: _builtins.int = ...,
         messages: _abc.Iterable[Global___Message] | None = ...,
         ack_requested: _builtins.bool = ...,
+        forwards: _abc.Iterable[Global___ForwardedCommand] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_requested", b"ack_requested", "cluster_id", b"cluster_id", "dst", b"dst", "messages", b"messages", "seq", b"seq", "src", b"src"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_requested", b"ack_requested", "cluster_id", b"cluster_id", "dst", b"dst", "forwards", b"forwards", "messages", b"messages", "seq", b"seq", "src", b"src"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MessageBatch: _TypeAlias = MessageBatch  # noqa: Y015
 
 @_typing.final
+class ForwardedCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the forwarding member; unique on its stream."""
+    command: _builtins.bytes
+    """An encoded client command, opaque to the transport."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        command: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardedCommand: _TypeAlias = ForwardedCommand  # noqa: Y015
+
+@_typing.final
 class StreamAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
+    FORWARD_RESULTS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Every batch up to and including seq has been accepted."""
+    @_builtins.property
+    def forward_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForwardResult]:
+        """One for each forwarded command of batch seq, in order."""
+
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
+        forward_results: _abc.Iterable[Global___ForwardResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forward_results", b"forward_results", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamAck: _TypeAlias = StreamAck  # noqa: Y015
+
+@_typing.final
+class ForwardResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    result: _builtins.bytes
+    """The receiver's answer, opaque to the transport."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        result: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardResult: _TypeAlias = ForwardResult  # noqa: Y015
 
 @_typing.final
 class SnapshotHeader(_message.Message):
@@ -649,50 +710,3 @@ class SnapshotAck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnapshotAck: _TypeAlias = SnapshotAck  # noqa: Y015
-
-@_typing.final
-class ForwardRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CLUSTER_ID_FIELD_NUMBER: _builtins.int
-    SRC_FIELD_NUMBER: _builtins.int
-    COMMAND_FIELD_NUMBER: _builtins.int
-    cluster_id: _builtins.int
-    src: _builtins.int
-    """The forwarding member."""
-    command: _builtins.bytes
-    """An encoded client command, opaque to the transport."""
-    def __init__(
-        self,
-        *,
-        cluster_id: _builtins.int = ...,
-        src: _builtins.int = ...,
-        command: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "command", b"command", "src", b"src"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ForwardRequest: _TypeAlias = ForwardRequest  # noqa: Y015
-
-@_typing.final
-class ForwardResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    RESULT_FIELD_NUMBER: _builtins.int
-    result: _builtins.bytes
-    """The encoded result of applying the command, opaque to the transport."""
-    def __init__(
-        self,
-        *,
-        result: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ForwardResponse: _TypeAlias = ForwardResponse  # noqa: Y015

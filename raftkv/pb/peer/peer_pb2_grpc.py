@@ -44,11 +44,6 @@ class RaftStub:
                 request_serializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.SnapshotAck.FromString,
                 _registered_method=True)
-        self.Forward = channel.unary_unary(
-                '/raftkv.peer.v1.Raft/Forward',
-                request_serializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.ForwardRequest.SerializeToString,
-                response_deserializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.ForwardResponse.FromString,
-                _registered_method=True)
 
 
 class RaftServicer:
@@ -68,13 +63,7 @@ class RaftServicer:
     def Snapshot(self, request_iterator, context):
         """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
         snapshot to its core as an InstallSnapshot message and then answers.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Forward(self, request, context):
-        """A follower passes a client write to the leader. The command and result encodings belong to
+        A follower passes a client write to the leader. The command and result encodings belong to
         the server layer; this service only carries them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -93,11 +82,6 @@ def add_RaftServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.SnapshotChunk.FromString,
                     response_serializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.SnapshotAck.SerializeToString,
-            ),
-            'Forward': grpc.unary_unary_rpc_method_handler(
-                    servicer.Forward,
-                    request_deserializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.ForwardRequest.FromString,
-                    response_serializer=raftkv_dot_pb_dot_peer_dot_peer__pb2.ForwardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -154,33 +138,6 @@ class Raft:
             '/raftkv.peer.v1.Raft/Snapshot',
             raftkv_dot_pb_dot_peer_dot_peer__pb2.SnapshotChunk.SerializeToString,
             raftkv_dot_pb_dot_peer_dot_peer__pb2.SnapshotAck.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Forward(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/raftkv.peer.v1.Raft/Forward',
-            raftkv_dot_pb_dot_peer_dot_peer__pb2.ForwardRequest.SerializeToString,
-            raftkv_dot_pb_dot_peer_dot_peer__pb2.ForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,

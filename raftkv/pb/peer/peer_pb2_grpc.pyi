@@ -47,9 +47,7 @@ class RaftStub:
     Snapshot: _grpc.StreamUnaryMultiCallable[_peer_pb2.SnapshotChunk, _peer_pb2.SnapshotAck]
     """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
     snapshot to its core as an InstallSnapshot message and then answers.
-    """
-    Forward: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ForwardRequest, _peer_pb2.ForwardResponse]
-    """A follower passes a client write to the leader. The command and result encodings belong to
+    A follower passes a client write to the leader. The command and result encodings belong to
     the server layer; this service only carries them.
     """
 
@@ -66,9 +64,7 @@ class RaftAsyncStub(RaftStub):
     Snapshot: _aio.StreamUnaryMultiCallable[_peer_pb2.SnapshotChunk, _peer_pb2.SnapshotAck]  # type: ignore[assignment]
     """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
     snapshot to its core as an InstallSnapshot message and then answers.
-    """
-    Forward: _aio.UnaryUnaryMultiCallable[_peer_pb2.ForwardRequest, _peer_pb2.ForwardResponse]  # type: ignore[assignment]
-    """A follower passes a client write to the leader. The command and result encodings belong to
+    A follower passes a client write to the leader. The command and result encodings belong to
     the server layer; this service only carries them.
     """
 
@@ -94,15 +90,7 @@ class RaftServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_peer_pb2.SnapshotAck, _abc.Awaitable[_peer_pb2.SnapshotAck]]:
         """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
         snapshot to its core as an InstallSnapshot message and then answers.
-        """
-
-    @_abc_1.abstractmethod
-    def Forward(
-        self,
-        request: _peer_pb2.ForwardRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_peer_pb2.ForwardResponse, _abc.Awaitable[_peer_pb2.ForwardResponse]]:
-        """A follower passes a client write to the leader. The command and result encodings belong to
+        A follower passes a client write to the leader. The command and result encodings belong to
         the server layer; this service only carries them.
         """
 
