@@ -64,9 +64,9 @@ _FORWARD_BATCH = b"\x02"
 _FORWARD_UNSENT = b"\x03"
 """Local reply: the batch never left this member (no leader to send it to), so a retry is safe."""
 _MAX_FORWARDS_IN_FLIGHT = 2
-"""Forward RPCs outstanding per member. Writes that arrive meanwhile wait and share the next RPC:
-gRPC hands us each request in its own loop iteration, so without the cap every write would
-cost a Forward RPC of its own."""
+"""Forwards (batches of writes sent to the leader) outstanding per member. Writes that arrive
+meanwhile wait and share the next one: gRPC hands us each request in its own loop iteration, so
+without the cap every write would be a forward of its own."""
 _MAX_READ_ROUNDS_IN_FLIGHT = 2
 """ReadIndex rounds outstanding per member, for the same reason: reads that arrive while rounds
 are out share the next one (one heartbeat round confirms all of them)."""

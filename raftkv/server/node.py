@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -166,6 +167,9 @@ async def run_node(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     node = await start_node(config, raft_log, backend)
+    # Everything built so far (modules, protobuf descriptors, gRPC machinery) lives as long as
+    # the process: moved out of the collector's view, full collections stop re-scanning it.
+    gc.freeze()
     if on_ready is not None:
         on_ready()
     try:

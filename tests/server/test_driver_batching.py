@@ -1,7 +1,7 @@
 """NodeDriver batches the hops that gRPC would otherwise make one per request.
 
 gRPC hands the servicer each request in its own event-loop iteration, so "batch what arrives in
-the same iteration" batches nothing. The driver instead keeps a bounded number of Forward RPCs
+the same iteration" batches nothing. The driver instead keeps a bounded number of forwards
 and ReadIndex rounds in flight; whatever arrives meanwhile shares the next one. These tests
 drive a real NodeDriver (LMDB log and state machine) as a follower, behind a fake transport.
 """
@@ -29,7 +29,7 @@ ME, LEADER, OTHER = 1, 2, 3
 
 
 class HeldTransport:
-    """Records what the driver sends; each Forward RPC waits until the test releases it."""
+    """Records what the driver sends; each forward waits until the test releases it."""
 
     def __init__(self) -> None:
         self.sent: list[Message] = []
