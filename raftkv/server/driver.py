@@ -1,16 +1,17 @@
 """NodeDriver: the asyncio shell that owns one RawNode and runs its Ready loop.
 
-Only the event-loop thread touches the RawNode. Disk work runs on two dedicated threads, one
-per LMDB environment, so each environment's write transactions stay on one thread and fsync
-never blocks the loop: the log thread persists Readies (and takes snapshots), the apply thread
-applies committed entries. The one exception, installing a received snapshot into the state
-machine, runs on the log thread only after every earlier apply has finished. Committed entries
-that are already in the stable log are applied while the Ready's new entries are persisted.
-While a Ready is being handled, new proposals and messages keep arriving in the core; the next
-Ready carries all of them: one fsync per batch
-(group commit), one LMDB transaction per batch of applies, one append message per batch per
-peer. Writes forwarded by a follower and ReadIndex rounds are batched the same way: a bounded
-number in flight, and whatever arrives meanwhile goes in the next one.
+Only the event-loop thread touches the RawNode. Disk work runs on two dedicated threads, one per
+LMDB environment, so each environment's write transactions stay on one thread and fsync never
+blocks the loop: the log thread persists Readies (and takes snapshots), the apply thread applies
+committed entries. The Ready loop does not wait for applies: it queues each batch on the apply
+thread (in order) and goes on, so a long apply never holds up heartbeats and acks; entries
+already in the stable log are queued before the Ready's new entries are persisted, the others
+after. Installing a received snapshot into the state machine runs on the log thread only after
+every queued apply has finished. While a Ready is being handled, new proposals and messages keep
+arriving in the core; the next Ready carries all of them: one fsync per batch (group commit),
+one LMDB transaction per batch of applies, one append message per batch per peer. Writes
+forwarded by a follower and ReadIndex rounds are batched the same way: a bounded number in
+flight, and whatever arrives meanwhile goes in the next one.
 
 Proposal outcomes are honest: a proposal waits for the entry at its index to apply. The same
 term means it applied (its result is returned); another term means it was superseded and will
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -67,6 +69,8 @@ _MAX_FORWARDS_IN_FLIGHT = 2
 """Forwards (batches of writes sent to the leader) outstanding per member. Writes that arrive
 meanwhile wait and share the next one: gRPC hands us each request in its own loop iteration, so
 without the cap every write would be a forward of its own."""
+_MAX_APPLIES_IN_FLIGHT = 64
+"""Applied batches queued on the apply thread before the Ready loop waits for the state machine."""
 _MAX_READ_ROUNDS_IN_FLIGHT = 2
 """ReadIndex rounds outstanding per member, for the same reason: reads that arrive while rounds
 are out share the next one (one heartbeat round confirms all of them)."""
@@ -167,6 +171,8 @@ class NodeDriver:
         """The Raft log's thread: persisting Readies, snapshots and compaction."""
         self._apply_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-apply")
         """The state machine's thread: one LMDB write transaction per applied batch."""
+        self._applying: deque[asyncio.Future[list[ApplyResult]]] = deque()
+        """Batches handed to the apply thread and not yet finished, oldest first."""
         self._wake = asyncio.Event()
         self._stopped = False
         self._leader = 0
@@ -565,36 +571,70 @@ class NodeDriver:
         if transport is not None and rd.messages:
             transport.send(rd.messages)
         committed = rd.committed_entries
-        # Committed entries already in the stable log are applied while the new entries are
-        # being persisted (they are durable on a quorum, and locally): a Ready cycle then costs
-        # max(fsync, apply) rather than their sum. Entries that arrive in this very Ready, and
-        # anything after a snapshot, wait for the persist.
-        early: Sequence[Entry] = ()
+        # The Ready loop hands committed entries to the apply thread and moves on: a large apply
+        # (deleting a big prefix takes seconds) must not stop heartbeats and acks, or the leader
+        # loses its quorum. Entries already in the stable log go before the persist (they are
+        # durable on a quorum, and locally); entries that arrive in this very Ready, and anything
+        # after a snapshot, only after it.
         if rd.snapshot is None:
             split = len(committed)
             if rd.entries and committed:  # committed indexes are contiguous
                 split = max(0, min(split, rd.entries[0].index - committed[0].index))
-            early, committed = committed[:split], committed[split:]
-        applying = (
-            loop.run_in_executor(self._apply_thread, self._sm.apply, early) if early else None
-        )
-        try:
-            if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-                await loop.run_in_executor(self._disk, self._persist, rd)
-        finally:
-            if applying is not None:
-                self._on_applied(early, await applying)
+            if split:
+                self._apply(committed[:split])
+            committed = committed[split:]
+        else:
+            # Installing a snapshot replaces the state machine: every earlier apply first.
+            await self._applies_done()
+        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+            await loop.run_in_executor(self._disk, self._persist, rd)
         if transport is not None and rd.persisted_messages:
             transport.send(rd.persisted_messages)
         if rd.snapshot is not None:
             self._applied = max(self._applied, self._sm.applied_index(), rd.snapshot.meta.index)
             self._conf_state = rd.snapshot.meta.conf_state
         if committed:
-            results = await loop.run_in_executor(self._apply_thread, self._sm.apply, committed)
-            self._on_applied(committed, results)
+            self._apply(committed)
         for read_state in rd.read_states:
             self._on_read_state(read_state.index, read_state.context)
         self._release_reads()
+        # Bounded: when the state machine falls this far behind, the loop waits for it.
+        while len(self._applying) > _MAX_APPLIES_IN_FLIGHT:
+            await asyncio.shield(self._applying[0])
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        """Apply ``entries`` on the apply thread after every batch handed to it before."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._apply_thread, self._sm.apply, entries)
+        self._applying.append(future)
+        # One worker thread: batches finish, and these callbacks run, in the order given.
+        future.add_done_callback(functools.partial(self._applied_batch, entries))
+
+    def _applied_batch(
+        self, entries: Sequence[Entry], future: asyncio.Future[list[ApplyResult]]
+    ) -> None:
+        if self._applying and self._applying[0] is future:
+            self._applying.popleft()
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            if not self._stopped:
+                logger.critical(
+                    "member %x: applying entries %d-%d failed; stopping",
+                    self.member_id,
+                    entries[0].index,
+                    entries[-1].index,
+                    exc_info=error,
+                )
+                self.failed.set()
+            return
+        self._on_applied(entries, future.result())
+        self._release_reads()
+
+    async def _applies_done(self) -> None:
+        while self._applying:
+            await asyncio.shield(self._applying[-1])
 
     def _persist(self, rd: Ready) -> None:
         snapshot = rd.snapshot

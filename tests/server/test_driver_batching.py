@@ -1,4 +1,5 @@
-"""NodeDriver batches the hops that gRPC would otherwise make one per request.
+"""NodeDriver batches the hops that gRPC would otherwise make one per request, and its Ready loop
+never waits on the state machine.
 
 gRPC hands the servicer each request in its own event-loop iteration, so "batch what arrives in
 the same iteration" batches nothing. The driver instead keeps a bounded number of forwards
@@ -9,6 +10,7 @@ drive a real NodeDriver (LMDB log and state machine) as a follower, behind a fak
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,14 @@ from raftkv_storage.log import LmdbRaftLog
 
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.kv.types import PutRequest
-from raftkv.raft.messages import Heartbeat, Message, ReadIndexRequest
+from raftkv.raft.messages import (
+    AppendEntries,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    ReadIndexRequest,
+)
+from raftkv.raft.types import Entry
 from raftkv.server import driver as driver_mod
 from raftkv.server.api import Member
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
@@ -155,6 +164,58 @@ def test_a_batch_with_nowhere_to_go_is_retried_not_failed(tmp_path: Path, leader
         reply = await driver._forward(b"cmd", asyncio.get_running_loop().time() + 1)
         assert reply == driver_mod._FORWARD_UNSENT
         assert len(transport.forwards) == before
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_a_long_apply_does_not_hold_up_the_ready_loop(tmp_path: Path) -> None:
+    """Deleting a big prefix applies for seconds. Heartbeats must still be answered meanwhile, or
+    the leader loses its quorum and steps down (it did, before applies left the Ready loop)."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        raft_log = driver._log
+        last = raft_log.last_index()
+        entry = Entry(term=2, index=last + 1)
+        applying, release = threading.Event(), threading.Event()
+        apply = driver._sm.apply
+
+        def slow_apply(entries: Sequence[Any]) -> Any:
+            if any(e.index == entry.index for e in entries):
+                applying.set()
+                release.wait(10)
+            return apply(entries)
+
+        driver._sm.apply = slow_apply  # type: ignore[method-assign]
+        try:
+            driver.deliver(
+                [AppendEntries(LEADER, ME, 2, last, raft_log.term(last), (entry,), entry.index)]
+            )
+            for _ in range(400):
+                if applying.is_set():
+                    break
+                await asyncio.sleep(0.005)
+            assert applying.is_set()
+
+            def answered() -> int:
+                return sum(isinstance(m, HeartbeatResponse) for m in transport.sent)
+
+            before = answered()
+            driver.deliver([Heartbeat(src=LEADER, dst=ME, term=2, commit=entry.index)])
+            for _ in range(100):
+                if answered() > before:
+                    break
+                await asyncio.sleep(0.01)
+            assert answered() > before
+            assert driver.status().raft_applied_index < entry.index  # still applying
+        finally:
+            release.set()
+        for _ in range(200):
+            if driver.status().raft_applied_index >= entry.index:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.status().raft_applied_index >= entry.index
         await driver.stop(transfer_leadership=False)
 
     run(body())
