@@ -181,6 +181,11 @@ class _Peer:
         self.task: asyncio.Task[None] | None = None
         self.snapshot_task: asyncio.Task[None] | None = None
 
+    def fail_forwards(self, why: str) -> None:
+        """Fail every forward not yet sent: it never reached the peer, so nothing was applied."""
+        _fail_all((f.future for f in self.forwards), why)
+        self.forwards.clear()
+
 
 class _Forward:
     __slots__ = ("command", "future", "id")
@@ -333,8 +338,7 @@ class GrpcTransport:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
             for peer in self._peers.values():
                 peer.queue.clear()
-                _fail_all((f.future for f in peer.forwards), "the transport is closed")
-                peer.forwards.clear()
+                peer.fail_forwards("the transport is closed")
                 if peer.channel is not None:
                     await peer.channel.close()
                     peer.channel = None
@@ -389,8 +393,7 @@ class GrpcTransport:
 
     def _retire(self, peer: _Peer) -> None:
         peer.queue.clear()
-        _fail_all((f.future for f in peer.forwards), f"member {peer.id:x} was removed")
-        peer.forwards.clear()
+        peer.fail_forwards(f"member {peer.id:x} was removed")
         if peer.task is None and peer.snapshot_task is None and peer.channel is None:
             return
         task = asyncio.get_running_loop().create_task(
@@ -424,8 +427,7 @@ class GrpcTransport:
                 backoff = self._backoff_min
             dropped = len(peer.queue)
             peer.queue.clear()
-            _fail_all((f.future for f in peer.forwards), f"link to member {peer.id:x} is down")
-            peer.forwards.clear()
+            peer.fail_forwards(f"link to member {peer.id:x} is down")
             peer.dropping = False
             self.messages_dropped += dropped
             self._report_unreachable(peer.id)
