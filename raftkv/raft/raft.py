@@ -403,7 +403,10 @@ class Raft:
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._broadcast_append()
+            # The new commit index goes out at the next ready(), in the same append as the
+            # entries proposed meanwhile: an append of its own would cost every follower a
+            # message and an answer.
+            self._needs_broadcast = True
         elif was_paused or pr.state is ProgressState.REPLICATE:
             while self._send_append(m.src, send_if_empty=False):
                 pass
@@ -687,7 +690,7 @@ class Raft:
                 # The leader counts its own copy only once it is durable.
                 own = self.tracker.progress.get(self.id)
                 if own is not None and own.maybe_update(last.index) and self._maybe_commit():
-                    self._broadcast_append()
+                    self._needs_broadcast = True
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
 
