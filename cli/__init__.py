@@ -4,10 +4,10 @@ gRPC reads its experiment flags once, when ``grpc`` is first imported, so the ch
 made here, before any module of the command imports it. Every raftkv process (members, the
 ``cluster`` supervisor, ``bench``, the etcdctl-like commands) runs gRPC's classic epoll poller
 instead of its EventEngine thread pool: with EventEngine every completion hops from an I/O
-thread to the grpc.aio poller thread to the event loop, and on a 2-core machine running a
-3-member cluster under ``etcdctl check perf --load=m`` that cost about 40% fewer context switches
-and 5-8% more throughput (docs/performance.md). A ``GRPC_EXPERIMENTS`` already in the
-environment wins, so ``GRPC_EXPERIMENTS=`` (empty) restores gRPC's defaults.
+thread to the grpc.aio poller thread to the event loop. On a 2-core machine running a 3-member
+cluster under ``etcdctl check perf --load=m`` the classic poller gave 25-35% fewer context
+switches and about 10% more throughput (docs/performance.md). A ``GRPC_EXPERIMENTS`` already in
+the environment wins, so ``GRPC_EXPERIMENTS=`` (empty) restores gRPC's defaults.
 """
 
 import os as _os
