@@ -51,10 +51,10 @@ class RaftServicer:
 
     def Stream(self, request_iterator, context):
         """The long-lived link from one member to another. The sender streams batches of messages in
-        order; the receiver acknowledges each batch once it has queued it for its Raft core, which
-        lets the sender bound what it has in flight. Replies travel on the receiver's own Stream
-        back to the sender, never on this stream. A cluster id mismatch ends the call with
-        FAILED_PRECONDITION.
+        order; the receiver acknowledges them cumulatively once queued for its Raft core, which lets
+        the sender bound what it has in flight. Raft replies travel on the receiver's own Stream
+        back to the sender; only the answers to forwarded client writes ride this stream's acks. A
+        cluster id mismatch ends the call with FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,8 +63,6 @@ class RaftServicer:
     def Snapshot(self, request_iterator, context):
         """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
         snapshot to its core as an InstallSnapshot message and then answers.
-        A follower passes a client write to the leader. The command and result encodings belong to
-        the server layer; this service only carries them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,16 +39,14 @@ class RaftStub:
     def __new__(cls, channel: _aio.Channel) -> RaftAsyncStub: ...
     Stream: _grpc.StreamStreamMultiCallable[_peer_pb2.MessageBatch, _peer_pb2.StreamAck]
     """The long-lived link from one member to another. The sender streams batches of messages in
-    order; the receiver acknowledges each batch once it has queued it for its Raft core, which
-    lets the sender bound what it has in flight. Replies travel on the receiver's own Stream
-    back to the sender, never on this stream. A cluster id mismatch ends the call with
-    FAILED_PRECONDITION.
+    order; the receiver acknowledges them cumulatively once queued for its Raft core, which lets
+    the sender bound what it has in flight. Raft replies travel on the receiver's own Stream
+    back to the sender; only the answers to forwarded client writes ride this stream's acks. A
+    cluster id mismatch ends the call with FAILED_PRECONDITION.
     """
     Snapshot: _grpc.StreamUnaryMultiCallable[_peer_pb2.SnapshotChunk, _peer_pb2.SnapshotAck]
     """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
     snapshot to its core as an InstallSnapshot message and then answers.
-    A follower passes a client write to the leader. The command and result encodings belong to
-    the server layer; this service only carries them.
     """
 
 @_typing.type_check_only
@@ -56,16 +54,14 @@ class RaftAsyncStub(RaftStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Stream: _aio.StreamStreamMultiCallable[_peer_pb2.MessageBatch, _peer_pb2.StreamAck]  # type: ignore[assignment]
     """The long-lived link from one member to another. The sender streams batches of messages in
-    order; the receiver acknowledges each batch once it has queued it for its Raft core, which
-    lets the sender bound what it has in flight. Replies travel on the receiver's own Stream
-    back to the sender, never on this stream. A cluster id mismatch ends the call with
-    FAILED_PRECONDITION.
+    order; the receiver acknowledges them cumulatively once queued for its Raft core, which lets
+    the sender bound what it has in flight. Raft replies travel on the receiver's own Stream
+    back to the sender; only the answers to forwarded client writes ride this stream's acks. A
+    cluster id mismatch ends the call with FAILED_PRECONDITION.
     """
     Snapshot: _aio.StreamUnaryMultiCallable[_peer_pb2.SnapshotChunk, _peer_pb2.SnapshotAck]  # type: ignore[assignment]
     """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
     snapshot to its core as an InstallSnapshot message and then answers.
-    A follower passes a client write to the leader. The command and result encodings belong to
-    the server layer; this service only carries them.
     """
 
 class RaftServicer(metaclass=_abc_1.ABCMeta):
@@ -76,10 +72,10 @@ class RaftServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_peer_pb2.StreamAck], _abc.AsyncIterator[_peer_pb2.StreamAck]]:
         """The long-lived link from one member to another. The sender streams batches of messages in
-        order; the receiver acknowledges each batch once it has queued it for its Raft core, which
-        lets the sender bound what it has in flight. Replies travel on the receiver's own Stream
-        back to the sender, never on this stream. A cluster id mismatch ends the call with
-        FAILED_PRECONDITION.
+        order; the receiver acknowledges them cumulatively once queued for its Raft core, which lets
+        the sender bound what it has in flight. Raft replies travel on the receiver's own Stream
+        back to the sender; only the answers to forwarded client writes ride this stream's acks. A
+        cluster id mismatch ends the call with FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
@@ -90,8 +86,6 @@ class RaftServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_peer_pb2.SnapshotAck, _abc.Awaitable[_peer_pb2.SnapshotAck]]:
         """Sends one snapshot: a header chunk, then its data in order. The receiver hands the complete
         snapshot to its core as an InstallSnapshot message and then answers.
-        A follower passes a client write to the leader. The command and result encodings belong to
-        the server layer; this service only carries them.
         """
 
 def add_RaftServicer_to_server(servicer: RaftServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
