@@ -48,6 +48,7 @@ from raftkv.errors import (
     StorageError,
     UnavailableError,
 )
+from raftkv.raft.storage import limit_size
 from raftkv.raft.types import (
     ConfState,
     Entry,
@@ -69,6 +70,10 @@ _ENTRY_HEAD = struct.Struct(">IQB")  # crc32, term, kind
 _HARD_STATE = struct.Struct(">IQQQ")  # crc32, term, vote, commit
 _OFFSET = struct.Struct(">IQQ")  # crc32, index, term
 _SNAP_HEAD = struct.Struct(">IQQII")  # crc32, index, term, n_voters, n_learners
+
+TAIL_MAX_ENTRIES = 4096
+TAIL_MAX_BYTES = 8 << 20
+"""Bounds on the in-memory copy of the newest entries (see ``LmdbRaftLog._tail``)."""
 
 _K_FORMAT = b"format"
 _K_HARD_STATE = b"hard_state"
@@ -111,6 +116,12 @@ class LmdbRaftLog:
 
     Thread use: one writer thread (the disk executor) calls the write methods; any thread may
     read. Reads use their own read transactions, so they never see half a batch.
+
+    The newest entries written (up to ``TAIL_MAX_ENTRIES`` and ``TAIL_MAX_BYTES``) are also kept
+    in memory, as written: the entries a leader sends and every member applies are nearly
+    always these, and reading them back meant a read transaction, a checksum and a decode per
+    entry on the event loop. The copy holds only entries already committed to LMDB, and is
+    replaced whole (never changed in place), so a reader sees one consistent list.
     """
 
     def __init__(
@@ -127,6 +138,9 @@ class LmdbRaftLog:
         self._dir = Path(path)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._file = str(self._dir / "data.mdb")
+        self._tail: tuple[Index, list[Entry]] = (1, [])
+        """(index of the first entry held, the newest entries in index order)."""
+        self._tail_bytes = 0
         try:
             self._env = lmdb.open(
                 str(self._dir),
@@ -294,6 +308,9 @@ class LmdbRaftLog:
             raise CompactedError(f"index {lo} is compacted (first index {offset + 1})")
         if hi > last + 1:
             raise UnavailableError(f"index {hi - 1} is past the last index {last}")
+        first, tail = self._tail
+        if first <= lo and hi <= first + len(tail):
+            return limit_size(tail[lo - first : hi - first], max_size)
         out: list[Entry] = []
         total = 0
         with self._env.begin(db=self._entries_db, buffers=True) as txn:
@@ -325,6 +342,9 @@ class LmdbRaftLog:
             raise UnavailableError(f"index {index} is past the last index {last}")
         if index == offset:
             return self._offset_term
+        first, tail = self._tail
+        if first <= index < first + len(tail):
+            return tail[index - first].term
         key = _U64.pack(index)
         with self._env.begin(db=self._entries_db, buffers=True) as txn:
             value = txn.get(key)
@@ -366,9 +386,36 @@ class LmdbRaftLog:
                 )
         if sync and self._fast:
             self._env.sync(True)
+        if state.snapshot is not self._snapshot:
+            self._set_tail(state.offset + 1, [], 0)
+        if entries and entries[-1].index > state.offset:
+            self._extend_tail(entries, state.offset)
         self._publish(state)
         if hard_state is not None:
             self._hard_state = hard_state
+
+    def _set_tail(self, first: Index, tail: list[Entry], size: int) -> None:
+        while tail and (len(tail) > TAIL_MAX_ENTRIES or size > TAIL_MAX_BYTES):
+            drop = max(1, len(tail) // 4)  # trim in steps: one copy per step, not per entry
+            size -= sum(e.size() for e in tail[:drop])
+            tail = tail[drop:]
+            first += drop
+        self._tail = (first, tail)
+        self._tail_bytes = size
+
+    def _extend_tail(self, entries: Sequence[Entry], offset: Index) -> None:
+        """Add freshly committed ``entries``, replacing any suffix they overwrote."""
+        if entries[0].index <= offset:
+            entries = entries[offset + 1 - entries[0].index :]
+        start = entries[0].index
+        first, tail = self._tail
+        size = self._tail_bytes
+        if first <= start <= first + len(tail):
+            kept = tail[: start - first]
+            size -= sum(e.size() for e in tail[start - first :])
+        else:  # a gap, or an overwrite from before the cached part: start afresh
+            first, kept, size = start, [], 0
+        self._set_tail(first, kept + list(entries), size + sum(e.size() for e in entries))
 
     def _publish(self, state: _LogState) -> None:
         # Order matters for concurrent readers: widen before narrowing.
@@ -458,6 +505,11 @@ class LmdbRaftLog:
             self._env.sync(True)
         self._offset_term = term
         self._offset = index
+        first, tail = self._tail
+        if index >= first:
+            cut = index + 1 - first
+            size = self._tail_bytes - sum(e.size() for e in tail[:cut])
+            self._set_tail(index + 1, tail[cut:], size)
 
     def sync(self) -> None:
         self._env.sync(True)

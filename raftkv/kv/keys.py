@@ -34,6 +34,7 @@ __all__ = [
     "MAX_STORED_KEY_BYTES",
     "MAX_TXN_OPS",
     "escape_key",
+    "escaped_size",
     "in_range",
     "normalize_end",
     "prefix_end",
@@ -102,6 +103,8 @@ def _encode_run(match: re.Match[bytes]) -> bytes:
     start, end = match.span()
     at_end = end == len(match.string)
     n = end - start
+    if n <= _RUN_MAX:  # the usual case: one run, one pair
+        return bytes((0, n if at_end else 256 - n))
     out = bytearray()
     while n > 0:
         chunk = min(n, _RUN_MAX)
@@ -130,10 +133,20 @@ def unescape_key(stored: bytes) -> bytes:
     return bytes(out)
 
 
+def escaped_size(key: bytes) -> int:
+    """``len(escape_key(key))``, without building it (every request checks it)."""
+    size = len(key) + 2
+    if b"\0" in key:
+        for match in _RUNS.finditer(key):
+            n = match.end() - match.start()
+            size += 2 * -(-n // _RUN_MAX) - n
+    return size
+
+
 def _check_key(key: bytes) -> None:
     if not key:
         raise EmptyKeyError()
-    if len(escape_key(key)) + 16 > MAX_STORED_KEY_BYTES:
+    if escaped_size(key) + 16 > MAX_STORED_KEY_BYTES:
         raise KeyTooLargeError()
 
 

@@ -31,7 +31,6 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +56,7 @@ from raftkv.server.errors import (
     RequestTimeoutError,
     ServerStoppedError,
 )
+from raftkv.server.worker import SerialWorker
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +167,12 @@ class NodeDriver:
         self._node = RawNode(raft_config, raft_log, rng or random.Random())
         self._conf_state = raft_log.initial_state()[1]
         self._transport: Transport | None = None
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-disk")
+        self._disk = SerialWorker("raftkv-disk")
         """The Raft log's thread: persisting Readies, snapshots and compaction."""
-        self._apply_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftkv-apply")
+        self._apply_thread = SerialWorker("raftkv-apply")
         """The state machine's thread: one LMDB write transaction per applied batch."""
+        self._unsaved_hard_state: HardState | None = None
+        """The newest commit-only hard state, not written yet (see ``_handle_ready``)."""
         self._applying: deque[asyncio.Future[list[ApplyResult]]] = deque()
         """Batches handed to the apply thread and not yet finished, oldest first."""
         self._wake = asyncio.Event()
@@ -235,6 +237,11 @@ class NodeDriver:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._fail_all(ServerStoppedError())
+        if self._unsaved_hard_state is not None:
+            hard_state, self._unsaved_hard_state = self._unsaved_hard_state, None
+            await self._disk.submit(
+                functools.partial(self._log.save, sync=True), hard_state, (), None
+            )
         self._disk.shutdown(wait=True)
         self._apply_thread.shutdown(wait=True)
 
@@ -550,19 +557,18 @@ class NodeDriver:
             self._wake.set()
 
     async def _ready_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._stopped:
             await self._wake.wait()
             self._wake.clear()
             while self._node.has_ready() and not self._stopped:
                 rd = self._node.ready()
                 try:
-                    await self._handle_ready(loop, rd)
+                    await self._handle_ready(rd)
                 finally:
                     self._node.advance(rd)
-                await self._maybe_snapshot(loop)
+                await self._maybe_snapshot()
 
-    async def _handle_ready(self, loop: asyncio.AbstractEventLoop, rd: Ready) -> None:
+    async def _handle_ready(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         if rd.hard_state is not None:
@@ -586,8 +592,16 @@ class NodeDriver:
         else:
             # Installing a snapshot replaces the state machine: every earlier apply first.
             await self._applies_done()
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-            await loop.run_in_executor(self._disk, self._persist, rd)
+        if rd.must_sync:
+            # A commit index skipped below rides along with the next write.
+            hard_state = rd.hard_state or self._unsaved_hard_state
+            self._unsaved_hard_state = None  # before the await: a stop must never write it later
+            await self._disk.submit(self._persist, rd, hard_state)
+        elif rd.hard_state is not None:
+            # Only the commit index moved. Losing it in a crash is harmless: the leader tells it
+            # again, and applying is idempotent. So no LMDB commit and fsync of its own, which
+            # was one of every two on a follower at low load (etcd does not sync these either).
+            self._unsaved_hard_state = rd.hard_state
         if transport is not None and rd.persisted_messages:
             transport.send(rd.persisted_messages)
         if rd.snapshot is not None:
@@ -604,8 +618,7 @@ class NodeDriver:
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         """Apply ``entries`` on the apply thread after every batch handed to it before."""
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._apply_thread, self._sm.apply, entries)
+        future = self._apply_thread.submit(self._sm.apply, entries)
         self._applying.append(future)
         # One worker thread: batches finish, and these callbacks run, in the order given.
         future.add_done_callback(functools.partial(self._applied_batch, entries))
@@ -636,7 +649,7 @@ class NodeDriver:
         while self._applying:
             await asyncio.shield(self._applying[-1])
 
-    def _persist(self, rd: Ready) -> None:
+    def _persist(self, rd: Ready, hard_state: HardState | None) -> None:
         snapshot = rd.snapshot
         if snapshot is not None:
             # The state machine first: a crash in between must never leave a log that starts
@@ -647,7 +660,7 @@ class NodeDriver:
                     self._sm.restore(iter(lambda: f.read(1 << 20), b""))
                 path.unlink()
             snapshot = Snapshot(snapshot.meta, b"")
-        self._log.save(rd.hard_state, rd.entries, snapshot, sync=rd.must_sync)
+        self._log.save(hard_state, rd.entries, snapshot, sync=True)
 
     def _on_soft_state(self, leader: int, role: Role) -> None:
         if leader != self._leader:
@@ -699,7 +712,7 @@ class NodeDriver:
                 still.append((index, waiter))
         self._read_waiting = still
 
-    async def _maybe_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _maybe_snapshot(self) -> None:
         # A restored state-machine image can be newer than the log (the leader dumps its current
         # state under an older snapshot's metadata): a snapshot index must exist in the log.
         index = min(self._applied, self._log.last_index())
@@ -707,7 +720,7 @@ class NodeDriver:
             return
         conf = self._conf_state
         keep = self.config.snapshot_catchup_entries
-        await loop.run_in_executor(self._disk, self._take_snapshot, index, conf, keep)
+        await self._disk.submit(self._take_snapshot, index, conf, keep)
         self._snapshot_index = index
 
     def _take_snapshot(self, index: int, conf: ConfState, keep: int) -> None:

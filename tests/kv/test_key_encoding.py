@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raftkv.kv.keys import escape_key, unescape_key
+from raftkv.kv.keys import escape_key, escaped_size, unescape_key
 
 # Keys rich in NUL runs of every length around the split point (127) exercise the encoding.
 keys = st.lists(
@@ -14,6 +14,11 @@ keys = st.lists(
 @given(keys)
 def test_round_trip(key):
     assert unescape_key(escape_key(key)) == key
+
+
+@given(keys)
+def test_escaped_size_is_the_length_of_the_encoding(key):
+    assert escaped_size(key) == len(escape_key(key))
 
 
 @given(keys, keys, st.binary(max_size=17), st.binary(max_size=17))

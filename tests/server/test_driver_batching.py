@@ -219,3 +219,47 @@ def test_a_long_apply_does_not_hold_up_the_ready_loop(tmp_path: Path) -> None:
         await driver.stop(transfer_leadership=False)
 
     run(body())
+
+
+def test_a_commit_only_ready_is_not_written_on_its_own(tmp_path: Path) -> None:
+    """Entries and votes are fsynced before anything depends on them; a commit index alone is
+    not (a leader repeats it and applying is idempotent), so it costs no LMDB commit and fsync.
+    A graceful stop still writes the newest one."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        raft_log = driver._log
+        assert isinstance(raft_log, LmdbRaftLog)
+        saves: list[tuple[Any, int]] = []
+        save = raft_log.save
+
+        def counting_save(hard_state: Any, entries: Sequence[Entry], *args: Any, **kw: Any) -> None:
+            saves.append((hard_state, len(entries)))
+            save(hard_state, entries, *args, **kw)
+
+        raft_log.save = counting_save  # type: ignore[method-assign]
+        last = raft_log.last_index()
+        entry = Entry(term=2, index=last + 1)
+        driver.deliver([AppendEntries(LEADER, ME, 2, last, raft_log.term(last), (entry,), 1)])
+        for _ in range(400):
+            if raft_log.last_index() == entry.index and transport.sent:
+                break
+            await asyncio.sleep(0.005)
+        assert raft_log.last_index() == entry.index
+        assert [n for _, n in saves] == [1]
+
+        driver.deliver([Heartbeat(src=LEADER, dst=ME, term=2, commit=entry.index)])
+        for _ in range(400):
+            if driver.status().raft_applied_index >= entry.index:
+                break
+            await asyncio.sleep(0.005)
+        assert driver.status().raft_applied_index >= entry.index
+        await settle()
+        assert [n for _, n in saves] == [1], "the commit-only Ready was written"
+        assert raft_log.hard_state.commit < entry.index
+
+        await driver.stop(transfer_leadership=False)
+        assert raft_log.hard_state.commit == entry.index
+        assert raft_log.hard_state.term == 2
+
+    run(body())

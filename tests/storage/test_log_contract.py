@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import raftkv_storage.log
 from raftkv_storage.log import LmdbRaftLog
 
 from raftkv.raft.storage import MemoryStorage
@@ -25,3 +27,12 @@ class TestLmdbRaftLogContract(LogStorageContract):
         assert isinstance(storage, LmdbRaftLog)
         storage.close()
         return LmdbRaftLog(tmp_path / "log", map_size_bytes=64 << 20)
+
+
+class TestLmdbRaftLogWithATinyTailContract(TestLmdbRaftLogContract):
+    """The in-memory tail bounded to a few entries, so reads straddle it and LMDB."""
+
+    @pytest.fixture(autouse=True)
+    def _tiny_tail(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(raftkv_storage.log, "TAIL_MAX_ENTRIES", 5)
+        monkeypatch.setattr(raftkv_storage.log, "TAIL_MAX_BYTES", 400)
