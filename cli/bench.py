@@ -1133,6 +1133,7 @@ class CompareCase:
 
 COMPARE_CASES = (
     CompareCase("put c=1", "put", 1, processes=1, conns=1, leader_only=True, target="p50<=2x"),
+    CompareCase("put c=16", "put", 16),
     CompareCase("put c=256", "put", 256, target="tput>=0.5x"),
     CompareCase("range l c=256", "range", 256, prefill=True, target="tput>=0.5x"),
     CompareCase("range s c=256", "range", 256, consistency="s", target="tput>=0.5x"),
@@ -1376,15 +1377,16 @@ def compare_markdown(res: dict[str, Any]) -> str:
             f"{_fmt(row['ratio_p50'])} | {cell(e, 'p99_ms')} | {cell(k, 'p99_ms')} | "
             f"{_fmt(row['ratio_p99'])} | {row['verdict']} |"
         )
-    rows += ["", "Watch rows: ops/s is events delivered per second; missing events:"]
-    for row in res["rows"]:
-        if row["workload"] == "watch":
-            rows.append(
-                f"{row['name']}: etcd {row['etcd'].get('missing', '—')}, "
-                f"raftkv {row['raftkv'].get('missing', '—')}; writes/s etcd "
-                f"{row['etcd'].get('writes_per_s', '—')}, raftkv "
-                f"{row['raftkv'].get('writes_per_s', '—')}"
-            )
+    watch_rows = [row for row in res["rows"] if row["workload"] == "watch"]
+    if watch_rows:
+        rows += ["", "Watch rows: ops/s is events delivered per second; missing events:"]
+    for row in watch_rows:
+        rows.append(
+            f"{row['name']}: etcd {row['etcd'].get('missing', '—')}, "
+            f"raftkv {row['raftkv'].get('missing', '—')}; writes/s etcd "
+            f"{row['etcd'].get('writes_per_s', '—')}, raftkv "
+            f"{row['raftkv'].get('writes_per_s', '—')}"
+        )
     rows += ["", "Load generator CPU (% of one core, all its processes) per run:"]
     for row in res["rows"]:
         rows.append(
@@ -1396,8 +1398,8 @@ def compare_markdown(res: dict[str, Any]) -> str:
         for load, per in res["check_perf"].items():
 
             def pf(x: dict[str, Any]) -> str:
-                bad = [ln for ln in x["summary"] if not ln.startswith("PASS")]
-                return "PASS" if x["passed"] else "FAIL: " + "; ".join(bad[:3])[:200]
+                bad = [ln for ln in x["summary"] if not ln.startswith("PASS") and ln != "FAIL"]
+                return "PASS" if x["passed"] else "; ".join(bad[:3])[:200] or "FAIL"
 
             rows.append(f"| --load={load} | {pf(per['etcd'])} | {pf(per['raftkv'])} |")
     rss = res.get("rss_mib", {})

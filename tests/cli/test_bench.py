@@ -2,7 +2,7 @@
 
 The etcd KV service runs over a FakeNode in a background thread's event loop; the real
 ``raftkv`` command runs in a subprocess, as a user would run it, and must report every one of
-its operations as ok in its JSON output.
+its operations as ok in its JSON output. Also the markdown of ``raftkv bench compare``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from raftkv_cli.bench import compare_markdown
 
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
@@ -81,3 +82,37 @@ def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
     report = json.loads(proc.stdout)
     assert report["status"] == "unimplemented"
     assert "Traceback" not in proc.stderr
+
+
+def test_compare_markdown_names_the_failed_checks_once_and_skips_absent_sections() -> None:
+    metrics = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    res = {
+        "date": "2026-11-27 10:00 UTC",
+        "machine": "test",
+        "command": "raftkv bench compare --only put",
+        "rows": [
+            {
+                "name": "put c=16",
+                "workload": "put",
+                "etcd": dict(metrics, generator_cpu_pct=10.0),
+                "raftkv": dict(metrics, generator_cpu_pct=9.0),
+                "ratio_throughput": 1.0,
+                "ratio_p50": 1.0,
+                "ratio_p99": 1.0,
+                "verdict": "",
+            }
+        ],
+        "check_perf": {
+            "m": {
+                "etcd": {"passed": True, "summary": ["PASS: Throughput is 1000 writes/s", "PASS"]},
+                "raftkv": {
+                    "passed": False,
+                    "summary": ["FAIL: Throughput too low: 887 writes/s", "FAIL"],
+                },
+            }
+        },
+    }
+    text = compare_markdown(res)
+    assert "| put c=16 | 100 | 100 |" in text
+    assert "Watch rows" not in text
+    assert "| --load=m | PASS | FAIL: Throughput too low: 887 writes/s |" in text
