@@ -613,8 +613,7 @@ class NodeDriver:
             self._on_read_state(read_state.index, read_state.context)
         self._release_reads()
         # Bounded: when the state machine falls this far behind, the loop waits for it.
-        while len(self._applying) > _MAX_APPLIES_IN_FLIGHT:
-            await asyncio.shield(self._applying[0])
+        await self._applies_at_most(_MAX_APPLIES_IN_FLIGHT)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         """Apply ``entries`` on the apply thread after every batch handed to it before."""
@@ -646,8 +645,19 @@ class NodeDriver:
         self._release_reads()
 
     async def _applies_done(self) -> None:
-        while self._applying:
-            await asyncio.shield(self._applying[-1])
+        await self._applies_at_most(0)
+
+    async def _applies_at_most(self, batches: int) -> None:
+        """Wait until at most ``batches`` apply batches are queued.
+
+        A batch leaves the queue in its done-callback, which the loop runs on a later pass than
+        the one that completed it. Awaiting an already-done future does not yield, so awaiting
+        the head directly spun forever, at 100% CPU, whenever the head was done but its callback
+        had not run yet (a one-member cluster under load hit it within seconds).
+        ``asyncio.wait`` always yields, and never cancels the apply it waits for.
+        """
+        while len(self._applying) > batches:
+            await asyncio.wait((self._applying[0],))
 
     def _persist(self, rd: Ready, hard_state: HardState | None) -> None:
         snapshot = rd.snapshot

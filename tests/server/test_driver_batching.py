@@ -263,3 +263,28 @@ def test_a_commit_only_ready_is_not_written_on_its_own(tmp_path: Path) -> None:
         assert raft_log.hard_state.term == 2
 
     run(body())
+
+
+def test_waiting_for_an_apply_whose_callback_has_not_run_yet_does_not_spin(
+    tmp_path: Path,
+) -> None:
+    """A finished apply leaves the queue in its done-callback, one loop pass later. Awaiting the
+    finished future in between does not yield, so the Ready loop once spun there forever at
+    100% CPU (a one-member cluster under `etcdctl check perf` hung within seconds). The check
+    runs in a thread of its own because a spinning event loop cannot time itself out."""
+    finished = threading.Event()
+
+    async def body() -> None:
+        driver, _ = await follower(tmp_path)
+        head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        driver._applying.append(head)  # type: ignore[arg-type]
+        head.add_done_callback(lambda _: driver._applying.popleft())
+        head.set_result(None)  # done; its callback is scheduled, not run
+        await driver._applies_at_most(0)
+        finished.set()
+        await driver.stop(transfer_leadership=False)
+
+    thread = threading.Thread(target=run, args=(body(),), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert finished.is_set(), "waiting for the apply queue never returned"
