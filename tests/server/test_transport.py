@@ -585,7 +585,10 @@ def test_snapshot_source_failure_reports_false(tmp_path: Path) -> None:
             t.send([snapshot_message()])
             await eventually(lambda: len(reports.snapshot_status) == 3, 10)
         assert member.messages == []
-        assert os.listdir(tmp_path / "snaps") == []
+        # No partial file left. The receiver makes the directory with its first chunk, and
+        # whether a chunk got there before the source failed is a race.
+        snaps = tmp_path / "snaps"
+        assert (os.listdir(snaps) if snaps.exists() else []) == []
 
     run(main())
 
