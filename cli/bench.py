@@ -42,6 +42,7 @@ import os
 import platform
 import queue
 import random
+import re
 import resource
 import shutil
 import signal
@@ -1263,6 +1264,10 @@ class LocalCluster:
                 return m.endpoint
         return self.endpoints[0]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the members have used so far, all threads, together."""
+        return sum(process_cpu_seconds(m.proc.pid) for m in self.members if m.proc is not None)
+
     def rss_mib(self) -> list[float]:
         out = []
         for m in self.members:
@@ -1286,6 +1291,43 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc; 0.0 once it is
+    gone."""
+    try:
+        # Fields after the command name, which may itself contain spaces and parentheses:
+        # state is field 3, utime 14 and stime 15 (proc(5)).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+_CHECK_PERF_SECONDS = 60
+"""How long ``etcdctl check perf`` writes, at every load."""
+
+_CHECK_PERF_THROUGHPUT = re.compile(r"Throughput (?:is|too low:) (\d+) writes/s")
+
+
+def check_perf_writes_per_s(summary: Sequence[str]) -> int | None:
+    """The writes/s that ``etcdctl check perf`` reported, pass or fail; None if it did not."""
+    for line in summary:
+        m = _CHECK_PERF_THROUGHPUT.search(line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def server_cpu(cpu_s: float, wall_s: float, ops: float | None) -> dict[str, float | None]:
+    """The members' CPU over a run: % of one core, and milliseconds (all members together) per
+    operation."""
+    return {
+        "server_cpu_pct": round(100 * cpu_s / wall_s, 1) if wall_s > 0 else None,
+        "server_cpu_ms_per_op": round(1000 * cpu_s / ops, 3) if ops else None,
+    }
 
 
 def check_perf(endpoints: Sequence[str], load: str) -> dict[str, Any]:
@@ -1355,6 +1397,11 @@ def _fmt(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+def _cpu_cell(m: dict[str, Any]) -> str:
+    pct, per_op = m.get("server_cpu_pct"), m.get("server_cpu_ms_per_op")
+    return f"{_fmt(pct, 0)}% ({_fmt(per_op, 3)} ms/op)"
+
+
 def compare_markdown(res: dict[str, Any]) -> str:
     rows = [
         f"Measured {res['date']} on {res['machine']}, command: `{res['command']}`",
@@ -1402,6 +1449,24 @@ def compare_markdown(res: dict[str, Any]) -> str:
                 return "PASS" if x["passed"] else "; ".join(bad[:3])[:200] or "FAIL"
 
             rows.append(f"| --load={load} | {pf(per['etcd'])} | {pf(per['raftkv'])} |")
+    cpu_lines = [
+        f"{row['name']}: etcd {_cpu_cell(row['etcd'])}, raftkv {_cpu_cell(row['raftkv'])}"
+        for row in res["rows"]
+        if "server_cpu_pct" in row["etcd"] or "server_cpu_pct" in row["raftkv"]
+    ]
+    cpu_lines += [
+        f"check perf --load={load}: etcd {_cpu_cell(per['etcd'])}, "
+        f"raftkv {_cpu_cell(per['raftkv'])}"
+        for load, per in res.get("check_perf", {}).items()
+        if "server_cpu_pct" in per["etcd"] or "server_cpu_pct" in per["raftkv"]
+    ]
+    if cpu_lines:
+        rows += [
+            "",
+            "Members' CPU per run (all three together, whole run; % of one core, ms per "
+            "operation):",
+            *cpu_lines,
+        ]
     rss = res.get("rss_mib", {})
     if rss:
         rows += [
@@ -1467,8 +1532,13 @@ def compare_run(
                     duration=duration * case.duration_scale,
                     label=f"{kind}-{i}",
                 )
+                cpu0, wall0 = cl.cpu_seconds(), time.monotonic()
                 report = run_bench(cfg)
                 row[kind] = _metrics(report)
+                # The whole run, connection set-up and any prefill included.
+                row[kind].update(
+                    server_cpu(cl.cpu_seconds() - cpu0, time.monotonic() - wall0, report.get("ok"))
+                )
                 row[f"{kind}_report"] = {k: v for k, v in report.items() if k != "hist"}
                 click.echo(f"  {case.name} on {kind}: {_summary(row[kind])}", err=True)
             e, k = row["etcd"], row["raftkv"]
@@ -1481,7 +1551,16 @@ def compare_run(
             per = {}
             for kind, cl in clusters.items():
                 click.echo(f"etcdctl check perf --load={load} against {kind} ...", err=True)
+                cpu0, wall0 = cl.cpu_seconds(), time.monotonic()
                 per[kind] = check_perf(cl.endpoints, load)
+                rate = check_perf_writes_per_s(per[kind]["summary"])
+                per[kind].update(
+                    server_cpu(
+                        cl.cpu_seconds() - cpu0,
+                        time.monotonic() - wall0,
+                        rate * _CHECK_PERF_SECONDS if rate else None,
+                    )
+                )
                 click.echo(f"  {'PASS' if per[kind]['passed'] else 'FAIL'}", err=True)
             res["check_perf"][load] = per
         res["rss_mib"] = {kind: cl.rss_mib() for kind, cl in clusters.items()}

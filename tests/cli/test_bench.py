@@ -12,11 +12,17 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
-from raftkv_cli.bench import compare_markdown
+from raftkv_cli.bench import (
+    check_perf_writes_per_s,
+    compare_markdown,
+    process_cpu_seconds,
+    server_cpu,
+)
 
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
@@ -116,3 +122,58 @@ def test_compare_markdown_names_the_failed_checks_once_and_skips_absent_sections
     assert "| put c=16 | 100 | 100 |" in text
     assert "Watch rows" not in text
     assert "| --load=m | PASS | FAIL: Throughput too low: 887 writes/s |" in text
+
+
+def test_compare_reports_the_members_cpu_per_run_and_per_operation() -> None:
+    metrics = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    res = {
+        "date": "2026-11-27 10:00 UTC",
+        "machine": "test",
+        "command": "raftkv bench compare --only put",
+        "rows": [
+            {
+                "name": "put c=256",
+                "workload": "put",
+                "etcd": dict(metrics, **server_cpu(12.0, 10.0, 10_000)),
+                "raftkv": dict(metrics, **server_cpu(15.0, 10.0, 5_000)),
+                "ratio_throughput": 1.0,
+                "ratio_p50": 1.0,
+                "ratio_p99": 1.0,
+                "verdict": "",
+            }
+        ],
+        "check_perf": {
+            "m": {
+                "etcd": {"passed": True, "summary": ["PASS"], **server_cpu(78.0, 62.0, 58_920)},
+                "raftkv": {"passed": False, "summary": ["FAIL"], **server_cpu(95.0, 62.0, None)},
+            }
+        },
+    }
+    text = compare_markdown(res)
+    assert "put c=256: etcd 120% (1.200 ms/op), raftkv 150% (3.000 ms/op)" in text
+    # No writes/s reported (say etcdctl failed): the CPU is shown, the per-write cost is not.
+    assert "check perf --load=m: etcd 126% (1.324 ms/op), raftkv 153% (— ms/op)" in text
+
+
+def test_check_perf_throughput_is_read_from_a_pass_or_a_fail_line() -> None:
+    assert check_perf_writes_per_s(["PASS: Throughput is 971 writes/s", "PASS"]) == 971
+    assert check_perf_writes_per_s(["FAIL: Throughput too low: 887 writes/s"]) == 887
+    assert check_perf_writes_per_s(["Error: context deadline exceeded"]) is None
+
+
+def test_process_cpu_seconds_counts_a_busy_child_and_is_zero_once_it_is_gone() -> None:
+    spin = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin + "\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while process_cpu_seconds(child.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        used = process_cpu_seconds(child.pid)
+        # 0.5 s of spinning, plus the interpreter's start-up; a sleeping child adds nothing.
+        assert 0.5 <= used < 5.0
+        time.sleep(0.3)
+        assert process_cpu_seconds(child.pid) - used < 0.1
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_seconds(child.pid) == 0.0
