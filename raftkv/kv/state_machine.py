@@ -24,7 +24,7 @@ from raftkv.kv.backend import META, TABLES, KVBackend, WriteTxn
 from raftkv.kv.codec import MAGIC, decode_command
 from raftkv.kv.errors import KVError, NoSpaceError
 from raftkv.kv.keys import validate_request
-from raftkv.kv.mvcc import MVCCStore
+from raftkv.kv.mvcc import MVCCStore, Revisions
 from raftkv.kv.types import PutRequest, Request, Response, TxnRequest
 
 __all__ = [
@@ -95,6 +95,7 @@ class KVStateMachine:
             raw = txn.get(META, _K_APPLIED)
             applied = 0 if raw is None else int(_U64.unpack(raw)[0])
             last = applied
+            revisions: Revisions | None = None  # read at the batch's first command
             for entry in entries:
                 if entry.index <= last:
                     continue
@@ -102,18 +103,24 @@ class KVStateMachine:
                 if entry.kind != 0 or entry.data[:2] != MAGIC:
                     continue  # no-op or conf change: only the index advances
                 cmd = decode_command(entry.data)
-                result = self._apply_one(txn, cmd.request, over_quota)
+                if revisions is None:
+                    revisions = Revisions(txn)
+                result = self._apply_one(txn, cmd.request, over_quota, revisions)
                 results.append(ApplyResult(entry.index, cmd.request_id, result))
+            if revisions is not None:
+                revisions.flush(txn)
             if last != applied:
                 txn.put(META, _K_APPLIED, _U64.pack(last))
         return results
 
-    def _apply_one(self, txn: WriteTxn, req: Request, over_quota: bool) -> Response | KVError:
+    def _apply_one(
+        self, txn: WriteTxn, req: Request, over_quota: bool, revisions: Revisions
+    ) -> Response | KVError:
         try:
             validate_request(req)
             if over_quota and _writes(req):
                 raise NoSpaceError()
-            return self.store.apply_in(txn, req)
+            return self.store.apply_in(txn, req, revisions)
         except KVError as exc:
             return exc
 
