@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -90,65 +91,53 @@ def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_compare_markdown_names_the_failed_checks_once_and_skips_absent_sections() -> None:
-    metrics = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
-    res = {
+_METRICS = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
+
+
+def _compare_result(
+    name: str, etcd: dict[str, Any], raftkv: dict[str, Any], check_m: dict[str, Any]
+) -> dict[str, Any]:
+    """A ``compare_run`` result with one put row and one check perf --load=m row."""
+    row = {"ratio_throughput": 1.0, "ratio_p50": 1.0, "ratio_p99": 1.0, "verdict": ""}
+    return {
         "date": "2026-11-27 10:00 UTC",
         "machine": "test",
         "command": "raftkv bench compare --only put",
-        "rows": [
-            {
-                "name": "put c=16",
-                "workload": "put",
-                "etcd": dict(metrics, generator_cpu_pct=10.0),
-                "raftkv": dict(metrics, generator_cpu_pct=9.0),
-                "ratio_throughput": 1.0,
-                "ratio_p50": 1.0,
-                "ratio_p99": 1.0,
-                "verdict": "",
-            }
-        ],
-        "check_perf": {
-            "m": {
-                "etcd": {"passed": True, "summary": ["PASS: Throughput is 1000 writes/s", "PASS"]},
-                "raftkv": {
-                    "passed": False,
-                    "summary": ["FAIL: Throughput too low: 887 writes/s", "FAIL"],
-                },
-            }
-        },
+        "rows": [{"name": name, "workload": "put", "etcd": etcd, "raftkv": raftkv, **row}],
+        "check_perf": {"m": check_m},
     }
+
+
+def test_compare_markdown_names_the_failed_checks_once_and_skips_absent_sections() -> None:
+    res = _compare_result(
+        "put c=16",
+        dict(_METRICS, generator_cpu_pct=10.0),
+        dict(_METRICS, generator_cpu_pct=9.0),
+        {
+            "etcd": {"passed": True, "summary": ["PASS: Throughput is 1000 writes/s", "PASS"]},
+            "raftkv": {
+                "passed": False,
+                "summary": ["FAIL: Throughput too low: 887 writes/s", "FAIL"],
+            },
+        },
+    )
     text = compare_markdown(res)
     assert "| put c=16 | 100 | 100 |" in text
     assert "Watch rows" not in text
     assert "| --load=m | PASS | FAIL: Throughput too low: 887 writes/s |" in text
+    assert "Members' CPU" not in text  # no CPU measured, no section
 
 
 def test_compare_reports_the_members_cpu_per_run_and_per_operation() -> None:
-    metrics = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
-    res = {
-        "date": "2026-11-27 10:00 UTC",
-        "machine": "test",
-        "command": "raftkv bench compare --only put",
-        "rows": [
-            {
-                "name": "put c=256",
-                "workload": "put",
-                "etcd": dict(metrics, **server_cpu(12.0, 10.0, 10_000)),
-                "raftkv": dict(metrics, **server_cpu(15.0, 10.0, 5_000)),
-                "ratio_throughput": 1.0,
-                "ratio_p50": 1.0,
-                "ratio_p99": 1.0,
-                "verdict": "",
-            }
-        ],
-        "check_perf": {
-            "m": {
-                "etcd": {"passed": True, "summary": ["PASS"], **server_cpu(78.0, 62.0, 58_920)},
-                "raftkv": {"passed": False, "summary": ["FAIL"], **server_cpu(95.0, 62.0, None)},
-            }
+    res = _compare_result(
+        "put c=256",
+        dict(_METRICS, **server_cpu(12.0, 10.0, 10_000)),
+        dict(_METRICS, **server_cpu(15.0, 10.0, 5_000)),
+        {
+            "etcd": {"passed": True, "summary": ["PASS"], **server_cpu(78.0, 62.0, 58_920)},
+            "raftkv": {"passed": False, "summary": ["FAIL"], **server_cpu(95.0, 62.0, None)},
         },
-    }
+    )
     text = compare_markdown(res)
     assert "put c=256: etcd 120% (1.200 ms/op), raftkv 150% (3.000 ms/op)" in text
     # No writes/s reported (say etcdctl failed): the CPU is shown, the per-write cost is not.
