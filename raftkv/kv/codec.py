@@ -26,7 +26,14 @@ from raftkv.kv.types import (
     TxnRequest,
 )
 
-__all__ = ["Command", "decode_command", "decode_request", "encode_command", "encode_request"]
+__all__ = [
+    "Command",
+    "decode_command",
+    "decode_request",
+    "encode_command",
+    "encode_request",
+    "is_put_command",
+]
 
 MAGIC = b"K1"
 
@@ -247,6 +254,17 @@ def encode_command(cmd: Command) -> bytes:
     w.uint(cmd.request_id)
     _put_request(w, cmd.request)
     return bytes(w.buf)
+
+
+def is_put_command(data: bytes) -> bool:
+    """Whether ``data`` is a command whose request is a plain Put, from its tag byte alone (no
+    decoding: a caller on a hot path only needs to know what kind of work it is)."""
+    if data[:2] != MAGIC:
+        return False
+    pos, end = 2, len(data)
+    while pos < end and data[pos] & 0x80:  # the request id, a varint
+        pos += 1
+    return pos + 1 < end and data[pos + 1] == _PUT
 
 
 def decode_command(data: bytes) -> Command:

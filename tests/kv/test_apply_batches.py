@@ -28,6 +28,7 @@ from raftkv.kv import (
     encode_command,
 )
 from raftkv.kv.backend import META, TABLES, KVBackend, WriteTxn
+from raftkv.kv.codec import is_put_command
 from raftkv.kv.errors import KVError
 from raftkv.kv.types import Request
 
@@ -143,3 +144,20 @@ def test_a_batch_reads_and_writes_the_revision_once() -> None:
     assert [r.result.revision for r in results] == list(range(2, 12))  # type: ignore[union-attr]
     assert (backend.rev_gets, backend.rev_puts) == (1, 1)
     assert sm.store.current_revision() == 11
+
+
+@pytest.mark.parametrize("request_id", [1, 127, 128, 300, 2**40])
+def test_is_put_command_reads_the_tag_after_any_request_id(request_id: int) -> None:
+    def cmd(req: Request) -> bytes:
+        return encode_command(Command(request_id, req))
+
+    assert is_put_command(cmd(PutRequest(b"k", b"v", prev_kv=True)))
+    for other in (
+        RangeRequest(b"k"),
+        DeleteRangeRequest(b"k"),
+        TxnRequest((), (PutRequest(b"k"),)),
+        CompactionRequest(3),
+    ):
+        assert not is_put_command(cmd(other))
+    for junk in (b"", b"K1", b"K1\x80", b"MA{}", b"K1\x01"):
+        assert not is_put_command(junk)

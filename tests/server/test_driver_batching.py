@@ -19,10 +19,12 @@ import pytest
 from raftkv_storage.backend import LmdbBackend
 from raftkv_storage.log import LmdbRaftLog
 
+from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.state_machine import KVStateMachine
-from raftkv.kv.types import PutRequest
+from raftkv.kv.types import DeleteRangeRequest, PutRequest, RangeRequest
 from raftkv.raft.messages import (
     AppendEntries,
+    AppendResponse,
     Heartbeat,
     HeartbeatResponse,
     Message,
@@ -288,3 +290,119 @@ def test_waiting_for_an_apply_whose_callback_has_not_run_yet_does_not_spin(
     thread.start()
     thread.join(10)
     assert finished.is_set(), "waiting for the apply queue never returned"
+
+
+def _command(index: int, request: Any) -> Entry:
+    return Entry(term=2, index=index, data=encode_command(Command(index, request)))
+
+
+def test_small_put_batches_apply_on_the_disk_thread_and_the_rest_in_order_on_the_apply_thread(
+    tmp_path: Path,
+) -> None:
+    """Fewer threads trade the GIL when small put batches ride on the disk thread; anything
+    that may run long stays on the apply thread, and order is kept across the two."""
+
+    async def body() -> None:
+        driver, _transport = await follower(tmp_path)
+        raft_log = driver._log
+        ran: list[tuple[int, str]] = []
+        apply = driver._sm.apply
+        gate = threading.Event()
+
+        def recording_apply(entries: Sequence[Any]) -> Any:
+            if any(e.index == heavy.index for e in entries):
+                gate.wait(10)  # the delete runs long; the puts behind it must wait
+            ran.extend((e.index, threading.current_thread().name) for e in entries)
+            return apply(entries)
+
+        driver._sm.apply = recording_apply  # type: ignore[method-assign]
+        last = raft_log.last_index()
+        put = _command(last + 1, PutRequest(b"a", b"1"))
+        heavy = _command(last + 2, DeleteRangeRequest(b"a", b"z"))
+        after = _command(last + 3, PutRequest(b"b", b"2"))
+
+        async def commit(entry: Entry) -> None:
+            prev = entry.index - 1
+            msg = AppendEntries(LEADER, ME, 2, prev, raft_log.term(prev), (entry,), entry.index)
+            driver.deliver([msg])
+            for _ in range(400):
+                if raft_log.last_index() >= entry.index:
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError(f"entry {entry.index} was not persisted")
+
+        await commit(put)
+        for _ in range(400):
+            if any(i == put.index for i, _ in ran):
+                break
+            await asyncio.sleep(0.005)
+        await commit(heavy)
+        await commit(after)  # persisted while the delete is still applying
+        await settle()
+        assert [i for i, _ in ran if i >= put.index] == [put.index]
+        gate.set()
+        for _ in range(400):
+            if driver.status().raft_applied_index >= after.index:
+                break
+            await asyncio.sleep(0.005)
+        mine = [(i, name) for i, name in ran if i >= put.index]
+        assert mine == [
+            (put.index, "raftkv-disk"),
+            (heavy.index, "raftkv-apply"),
+            (after.index, "raftkv-apply"),  # the apply thread was busy: it goes behind
+        ]
+        assert driver.store.range(RangeRequest(b"a", b"z")).kvs[0].key == b"b"
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_a_long_delete_does_not_hold_up_persisting_and_acking_new_entries(tmp_path: Path) -> None:
+    """The Ready loop waits for each persist; were the delete applying on the disk thread, the
+    next entry's persist, its ack, and every later Ready (heartbeat answers included) would wait
+    for it, and the leader would lose its quorum."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        raft_log = driver._log
+        last = raft_log.last_index()
+        heavy = _command(last + 1, DeleteRangeRequest(b"", b"\0"))
+        applying, release = threading.Event(), threading.Event()
+        apply = driver._sm.apply
+
+        def slow_apply(entries: Sequence[Any]) -> Any:
+            if any(e.index == heavy.index for e in entries):
+                applying.set()
+                release.wait(10)
+            return apply(entries)
+
+        driver._sm.apply = slow_apply  # type: ignore[method-assign]
+        try:
+            term = raft_log.term(last)
+            driver.deliver([AppendEntries(LEADER, ME, 2, last, term, (heavy,), heavy.index)])
+            for _ in range(400):
+                if applying.is_set():
+                    break
+                await asyncio.sleep(0.005)
+            assert applying.is_set()
+            nxt = _command(heavy.index + 1, PutRequest(b"k", b"v"))
+            acked = len(transport.sent)
+            driver.deliver([AppendEntries(LEADER, ME, 2, heavy.index, 2, (nxt,), heavy.index)])
+            for _ in range(200):
+                if any(
+                    isinstance(m, AppendResponse) and m.index >= nxt.index
+                    for m in transport.sent[acked:]
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            assert raft_log.last_index() == nxt.index
+            assert any(
+                isinstance(m, AppendResponse) and m.index >= nxt.index
+                for m in transport.sent[acked:]
+            )
+            assert driver.status().raft_applied_index < heavy.index  # still deleting
+        finally:
+            release.set()
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
