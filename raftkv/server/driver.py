@@ -587,24 +587,30 @@ class NodeDriver:
         committed = rd.committed_entries
         # The Ready loop hands committed entries to the apply thread and moves on: a large apply
         # (deleting a big prefix takes seconds) must not stop heartbeats and acks, or the leader
-        # loses its quorum. Entries already in the stable log go before the persist (they are
-        # durable on a quorum, and locally); entries that arrive in this very Ready, and anything
-        # after a snapshot, only after it.
+        # loses its quorum. Entries already in the stable log need not wait for the persist
+        # (they are durable on a quorum, and locally); entries that arrive in this very Ready,
+        # and anything after a snapshot, only go after it.
+        stable: Sequence[Entry] = ()
         if rd.snapshot is None:
             split = len(committed)
             if rd.entries and committed:  # committed indexes are contiguous
                 split = max(0, min(split, rd.entries[0].index - committed[0].index))
-            if split:
-                self._apply(committed[:split])
-            committed = committed[split:]
+            stable, committed = committed[:split], committed[split:]
         else:
             # Installing a snapshot replaces the state machine: every earlier apply first.
             await self._applies_done()
+        persisted: asyncio.Future[None] | None = None
         if rd.must_sync:
             # A commit index skipped below rides along with the next write.
             hard_state = rd.hard_state or self._unsaved_hard_state
             self._unsaved_hard_state = None  # before the await: a stop must never write it later
-            await self._disk.submit(self._persist, rd, hard_state)
+            persisted = self._disk.submit(self._persist, rd, hard_state)
+        if stable:
+            # Handed over after the persist: on the disk thread it then runs behind it, and the
+            # acks this Ready releases do not wait for it.
+            self._apply(stable)
+        if persisted is not None:
+            await persisted
         elif rd.hard_state is not None:
             # Only the commit index moved. Losing it in a crash is harmless: the leader tells it
             # again, and applying is idempotent. So no LMDB commit and fsync of its own, which

@@ -406,3 +406,57 @@ def test_a_long_delete_does_not_hold_up_persisting_and_acking_new_entries(tmp_pa
         await driver.stop(transfer_leadership=False)
 
     run(body())
+
+
+def test_a_persist_does_not_wait_for_applying_entries_that_were_already_stable(
+    tmp_path: Path,
+) -> None:
+    """A Ready that brings a new entry and commits an older one: the older one is durable
+    already, so applying it (on the disk thread, being a small put) must not delay persisting
+    and acknowledging the new one."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        raft_log = driver._log
+        last = raft_log.last_index()
+        older = _command(last + 1, PutRequest(b"a", b"1"))
+        newer = _command(last + 2, PutRequest(b"b", b"2"))
+        applying, release = threading.Event(), threading.Event()
+        apply = driver._sm.apply
+
+        def slow_apply(entries: Sequence[Any]) -> Any:
+            if any(e.index == older.index for e in entries):
+                applying.set()
+                release.wait(10)
+            return apply(entries)
+
+        driver._sm.apply = slow_apply  # type: ignore[method-assign]
+        try:
+            term = raft_log.term(last)
+            driver.deliver([AppendEntries(LEADER, ME, 2, last, term, (older,), last)])
+            for _ in range(400):
+                if raft_log.last_index() == older.index:
+                    break
+                await asyncio.sleep(0.005)
+            assert raft_log.last_index() == older.index and not applying.is_set()
+            acked = len(transport.sent)
+            # One message: the newer entry, and a commit index that covers the older one.
+            driver.deliver([AppendEntries(LEADER, ME, 2, older.index, 2, (newer,), older.index)])
+            for _ in range(200):
+                if any(
+                    isinstance(m, AppendResponse) and m.index >= newer.index
+                    for m in transport.sent[acked:]
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            assert applying.is_set(), "the older entry is being applied"
+            assert raft_log.last_index() == newer.index
+            assert any(
+                isinstance(m, AppendResponse) and m.index >= newer.index
+                for m in transport.sent[acked:]
+            ), "the newer entry's ack waited for the older one's apply"
+        finally:
+            release.set()
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
