@@ -154,7 +154,7 @@ def check(txns: Sequence[Txn]) -> dict[str, Any]:
             longest[k] = lst
             longest_by[k] = r
     for r, k, lst in reads:
-        full = longest[k]
+        full = longest.get(k, [])  # absent when every read of k was empty
         if full[: len(lst)] != lst:
             report(
                 "incompatible-order",

@@ -154,3 +154,16 @@ def test_larger_random_serial_history_is_valid_and_fast() -> None:
     res = check(txns)
     assert res["valid"], res["anomaly_types"]
     assert time.monotonic() - t0 < 10
+
+
+def test_a_key_only_ever_read_empty_is_checked_not_a_crash() -> None:
+    # A partition can leave a key whose appends all failed, or whose reads all came first:
+    # every read of it is empty, so it has no longest read to order it by.
+    h = [
+        t(0, [["r", "z", []]], 0, 1),
+        t(1, [["append", "z", 1]], 2, 3, "fail"),
+        t(2, [["r", "z", []], ["append", "x", 1]], 4, 5),
+        t(3, [["r", "x", [1]], ["r", "z", []]], 6, 7),
+    ]
+    res = check(h)
+    assert res["valid"], res
