@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +296,34 @@ def _command(index: int, request: Any) -> Entry:
     return Entry(term=2, index=index, data=encode_command(Command(index, request)))
 
 
+def _hold_apply_of(driver: NodeDriver, index: int) -> tuple[threading.Event, threading.Event]:
+    """Make the batch holding entry ``index`` block in the state machine until released.
+    Returns (applying, release)."""
+    applying, release = threading.Event(), threading.Event()
+    apply = driver._sm.apply
+
+    def slow_apply(entries: Sequence[Any]) -> Any:
+        if any(e.index == index for e in entries):
+            applying.set()
+            release.wait(10)
+        return apply(entries)
+
+    driver._sm.apply = slow_apply  # type: ignore[method-assign]
+    return applying, release
+
+
+def _acked(transport: HeldTransport, since: int, index: int) -> bool:
+    """Whether an AppendResponse for ``index`` or later went out after ``transport.sent[since]``."""
+    return any(isinstance(m, AppendResponse) and m.index >= index for m in transport.sent[since:])
+
+
+async def _wait_until(done: Callable[[], bool], tries: int = 200) -> None:
+    for _ in range(tries):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_small_put_batches_apply_on_the_disk_thread_and_the_rest_in_order_on_the_apply_thread(
     tmp_path: Path,
 ) -> None:
@@ -367,39 +395,18 @@ def test_a_long_delete_does_not_hold_up_persisting_and_acking_new_entries(tmp_pa
         raft_log = driver._log
         last = raft_log.last_index()
         heavy = _command(last + 1, DeleteRangeRequest(b"", b"\0"))
-        applying, release = threading.Event(), threading.Event()
-        apply = driver._sm.apply
-
-        def slow_apply(entries: Sequence[Any]) -> Any:
-            if any(e.index == heavy.index for e in entries):
-                applying.set()
-                release.wait(10)
-            return apply(entries)
-
-        driver._sm.apply = slow_apply  # type: ignore[method-assign]
+        applying, release = _hold_apply_of(driver, heavy.index)
         try:
             term = raft_log.term(last)
             driver.deliver([AppendEntries(LEADER, ME, 2, last, term, (heavy,), heavy.index)])
-            for _ in range(400):
-                if applying.is_set():
-                    break
-                await asyncio.sleep(0.005)
+            await _wait_until(applying.is_set)
             assert applying.is_set()
             nxt = _command(heavy.index + 1, PutRequest(b"k", b"v"))
-            acked = len(transport.sent)
+            since = len(transport.sent)
             driver.deliver([AppendEntries(LEADER, ME, 2, heavy.index, 2, (nxt,), heavy.index)])
-            for _ in range(200):
-                if any(
-                    isinstance(m, AppendResponse) and m.index >= nxt.index
-                    for m in transport.sent[acked:]
-                ):
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_until(lambda: _acked(transport, since, nxt.index))
             assert raft_log.last_index() == nxt.index
-            assert any(
-                isinstance(m, AppendResponse) and m.index >= nxt.index
-                for m in transport.sent[acked:]
-            )
+            assert _acked(transport, since, nxt.index)
             assert driver.status().raft_applied_index < heavy.index  # still deleting
         finally:
             release.set()
@@ -421,40 +428,21 @@ def test_a_persist_does_not_wait_for_applying_entries_that_were_already_stable(
         last = raft_log.last_index()
         older = _command(last + 1, PutRequest(b"a", b"1"))
         newer = _command(last + 2, PutRequest(b"b", b"2"))
-        applying, release = threading.Event(), threading.Event()
-        apply = driver._sm.apply
-
-        def slow_apply(entries: Sequence[Any]) -> Any:
-            if any(e.index == older.index for e in entries):
-                applying.set()
-                release.wait(10)
-            return apply(entries)
-
-        driver._sm.apply = slow_apply  # type: ignore[method-assign]
+        applying, release = _hold_apply_of(driver, older.index)
         try:
             term = raft_log.term(last)
             driver.deliver([AppendEntries(LEADER, ME, 2, last, term, (older,), last)])
-            for _ in range(400):
-                if raft_log.last_index() == older.index:
-                    break
-                await asyncio.sleep(0.005)
+            await _wait_until(lambda: raft_log.last_index() == older.index)
             assert raft_log.last_index() == older.index and not applying.is_set()
-            acked = len(transport.sent)
+            since = len(transport.sent)
             # One message: the newer entry, and a commit index that covers the older one.
             driver.deliver([AppendEntries(LEADER, ME, 2, older.index, 2, (newer,), older.index)])
-            for _ in range(200):
-                if any(
-                    isinstance(m, AppendResponse) and m.index >= newer.index
-                    for m in transport.sent[acked:]
-                ):
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_until(lambda: _acked(transport, since, newer.index))
             assert applying.is_set(), "the older entry is being applied"
             assert raft_log.last_index() == newer.index
-            assert any(
-                isinstance(m, AppendResponse) and m.index >= newer.index
-                for m in transport.sent[acked:]
-            ), "the newer entry's ack waited for the older one's apply"
+            assert _acked(transport, since, newer.index), (
+                "the newer entry's ack waited for the older one's apply"
+            )
         finally:
             release.set()
         await driver.stop(transfer_leadership=False)
