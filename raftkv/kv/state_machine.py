@@ -21,7 +21,7 @@ from typing import Protocol
 
 from raftkv.errors import CorruptionError
 from raftkv.kv.backend import META, TABLES, KVBackend, WriteTxn
-from raftkv.kv.codec import MAGIC, decode_command
+from raftkv.kv.codec import MAGIC, decode_command, is_put_command
 from raftkv.kv.errors import KVError, NoSpaceError
 from raftkv.kv.keys import validate_request
 from raftkv.kv.mvcc import MVCCStore, Revisions
@@ -34,6 +34,7 @@ __all__ = [
     "KVStateMachine",
     "dump_chunks",
     "load_chunks",
+    "quick_to_apply",
 ]
 
 DEFAULT_QUOTA_BYTES = 2 << 30
@@ -55,6 +56,17 @@ class CommittedEntry(Protocol):
 
     @property
     def data(self) -> bytes: ...
+
+
+def _skipped(entry: CommittedEntry) -> bool:
+    """A no-op, configuration change or non-KV entry: applying it only advances the index."""
+    return entry.kind != 0 or entry.data[:2] != MAGIC
+
+
+def quick_to_apply(entry: CommittedEntry) -> bool:
+    """Whether applying ``entry`` is bounded and quick: skipped, or a plain Put (read from the
+    command's tag, without decoding it)."""
+    return _skipped(entry) or is_put_command(entry.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +112,8 @@ class KVStateMachine:
                 if entry.index <= last:
                     continue
                 last = entry.index
-                if entry.kind != 0 or entry.data[:2] != MAGIC:
-                    continue  # no-op or conf change: only the index advances
+                if _skipped(entry):
+                    continue
                 cmd = decode_command(entry.data)
                 if revisions is None:
                     revisions = Revisions(txn)

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Protocol
 
 from raftkv.errors import NotLeader, ProposalDropped, SnapshotTemporarilyUnavailable
-from raftkv.kv.codec import MAGIC, Command, encode_command, is_put_command
+from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.errors import KVError
 from raftkv.kv.mvcc import MVCCStore
-from raftkv.kv.state_machine import ApplyResult, KVStateMachine
+from raftkv.kv.state_machine import ApplyResult, KVStateMachine, quick_to_apply
 from raftkv.kv.types import Request, Response
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
@@ -868,11 +868,8 @@ def _unpack_commands(blob: bytes) -> list[bytes]:
 
 
 def _is_light(entries: Sequence[Entry]) -> bool:
-    """Whether applying ``entries`` is bounded and quick: few, and each a plain Put or an entry
-    the state machine skips (no-op, configuration change, member attributes)."""
-    if len(entries) > _LIGHT_APPLY_MAX_ENTRIES:
-        return False
-    return all(e.kind != 0 or e.data[:2] != MAGIC or is_put_command(e.data) for e in entries)
+    """Whether applying ``entries`` is bounded and quick: few, and each quick on its own."""
+    return len(entries) <= _LIGHT_APPLY_MAX_ENTRIES and all(map(quick_to_apply, entries))
 
 
 def _apply_then_set(
