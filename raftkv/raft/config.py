@@ -22,6 +22,12 @@ class RaftConfig:
     max_inflight_bytes: int = 0
     """Bytes in flight to one follower; 0 means unlimited."""
     max_committed_size_per_ready_bytes: int = 4 * 1024 * 1024
+    max_uncommitted_entries_bytes: int = 0
+    """Payload bytes a leader may hold appended but not yet committed (etcd's
+    MaxUncommittedEntriesSize); a proposal that would go over is dropped. It bounds the tail a
+    leader builds while its followers cannot keep up, which every follower must then fetch
+    before anything commits. A proposal is always accepted when nothing is uncommitted.
+    0 means unlimited."""
     applied: Index = 0
     """The state machine's durable applied index at start; entries up to it are not re-applied."""
     pre_vote: bool = True
@@ -40,5 +46,7 @@ class RaftConfig:
             raise ConfigError("max_size_per_msg_bytes must be positive")
         if self.max_inflight_bytes < 0:
             raise ConfigError("max_inflight_bytes must not be negative")
+        if self.max_uncommitted_entries_bytes < 0:
+            raise ConfigError("max_uncommitted_entries_bytes must not be negative")
         if self.applied < 0:
             raise ConfigError("applied must not be negative")

@@ -91,6 +91,8 @@ class Raft:
         self.read_only = ReadOnly()
         self._pending_reads: list[tuple[NodeId, bytes]] = []
         self._needs_broadcast = False
+        self._uncommitted_bytes = 0
+        """Payload bytes this leader appended that have not committed (max_uncommitted_...)."""
         self._msgs: list[Message] = []
         self._msgs_after_persist: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -152,6 +154,7 @@ class Raft:
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
+        self._uncommitted_bytes = 0
         own = self.tracker.progress.get(self.id)
         if own is not None:
             own.become_replicate()
@@ -519,6 +522,13 @@ class Raft:
             raise NotLeader(self.lead)
         if self.lead_transferee != NO_NODE:
             raise ProposalDropped("leadership transfer in progress")
+        limit = self.config.max_uncommitted_entries_bytes
+        if limit:
+            size = sum(len(data) for _, data in items)
+            held = self._uncommitted_bytes
+            if held and size and held + size > limit:
+                raise ProposalDropped("too many uncommitted entries")
+            self._uncommitted_bytes = held + size
         first = self.log.last_index() + 1
         term = self.term
         self.log.append(
@@ -693,6 +703,10 @@ class Raft:
                     self._needs_broadcast = True
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
+            if self._uncommitted_bytes:
+                # Entries of an earlier leader's term may count here too; never below zero.
+                done = sum(len(e.data) for e in rd.committed_entries)
+                self._uncommitted_bytes = max(0, self._uncommitted_bytes - done)
 
     def status(self) -> Status:
         progress = tuple(

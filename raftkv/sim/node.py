@@ -135,6 +135,7 @@ class SimNode:
             heartbeat_ticks=self.opts.heartbeat_ticks,
             max_size_per_msg_bytes=self.opts.max_size_per_msg_bytes,
             max_inflight_msgs=self.opts.max_inflight_msgs,
+            max_uncommitted_entries_bytes=self.opts.max_uncommitted_entries_bytes,
             applied=snap_index,
         )
         self.alive = True

@@ -7,6 +7,7 @@ It is deliberately simple: fault *schedules* are the simulator's job (raftkv.sim
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,16 +58,7 @@ class LockstepNetwork:
 
     def _start(self, node_id: NodeId, storage: MemoryStorage, applied: int = 0) -> LockstepNode:
         base = self._make_config(node_id)
-        cfg = RaftConfig(
-            node_id=node_id,
-            election_ticks=base.election_ticks,
-            heartbeat_ticks=base.heartbeat_ticks,
-            max_size_per_msg_bytes=base.max_size_per_msg_bytes,
-            max_inflight_msgs=base.max_inflight_msgs,
-            pre_vote=base.pre_vote,
-            check_quorum=base.check_quorum,
-            applied=applied,
-        )
+        cfg = dataclasses.replace(base, node_id=node_id, applied=applied)
         rng = random.Random(self._rng.randrange(1 << 30))
         return LockstepNode(node_id, RawNode(cfg, storage, rng), storage)
 

@@ -2,6 +2,9 @@
 
 import random
 
+import pytest
+
+from raftkv.errors import ConfigError, ProposalDropped
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import AppendEntries, AppendResponse, Heartbeat, InstallSnapshot
 from raftkv.raft.rawnode import RawNode
@@ -163,3 +166,71 @@ def test_heartbeat_commit_is_capped_by_match():
     net.handle_ready(1)
     hb = [m for m in net.in_flight if isinstance(m, Heartbeat) and m.dst == 3]
     assert hb and all(m.commit <= 1 for m in hb)
+
+
+def capped_leader(limit, **options):
+    net = LockstepNetwork(
+        3,
+        config=lambda node_id: RaftConfig(
+            node_id=node_id, max_uncommitted_entries_bytes=limit, **options
+        ),
+    )
+    net.elect(1)
+    return net, net.nodes[1].node
+
+
+def test_a_leader_drops_proposals_past_its_uncommitted_limit():
+    net, leader = capped_leader(100)
+    net.isolate(1)  # nothing can commit
+    for _ in range(10):
+        leader.propose(b"x" * 10)  # 100 bytes held: exactly the limit
+    with pytest.raises(ProposalDropped, match="uncommitted"):
+        leader.propose(b"x")
+    last = leader.status().last_index
+    net.stabilize()
+    assert leader.status().last_index == last  # the dropped proposal appended nothing
+
+
+def test_the_limit_frees_up_as_entries_commit():
+    net, leader = capped_leader(100)
+    for _ in range(10):
+        leader.propose(b"x" * 10)
+    net.stabilize()
+    assert leader.status().commit == leader.status().last_index
+    for _ in range(10):
+        leader.propose(b"y" * 10)  # the first 100 bytes committed: room for 100 more
+    net.stabilize()
+    assert [e.data for e in net.nodes[2].applied[-10:]] == [b"y" * 10] * 10
+
+
+def test_one_proposal_is_always_accepted_when_nothing_is_uncommitted():
+    net, leader = capped_leader(100)
+    leader.propose(b"z" * 1000)  # over the limit alone, but the log would starve without it
+    with pytest.raises(ProposalDropped):
+        leader.propose(b"z")
+    net.stabilize()
+    assert net.nodes[3].applied[-1].data == b"z" * 1000
+
+
+def test_a_leader_elected_again_starts_with_nothing_uncommitted():
+    # Without leases, so that node 2 can win while node 1 still believes it leads.
+    net, leader = capped_leader(100, pre_vote=False, check_quorum=False)
+    net.isolate(1)
+    leader.propose(b"x" * 100)  # never commits: node 1 loses leadership with it held
+    net.elect(2)
+    net.recover()
+    net.nodes[2].node.tick()  # a heartbeat reaches node 1, which steps down
+    net.stabilize()
+    assert net.leaders() == [2]
+    net.elect(1)
+    assert net.leaders() == [1]
+    leader = net.nodes[1].node
+    leader.propose(b"w" * 60)
+    leader.propose(b"w" * 40)
+    with pytest.raises(ProposalDropped):
+        leader.propose(b"w")
+
+
+def test_the_limit_must_not_be_negative():
+    with pytest.raises(ConfigError):
+        RaftConfig(node_id=1, max_uncommitted_entries_bytes=-1)

@@ -26,6 +26,9 @@ REGRESSION_SEEDS = [
     27,  # 12-byte messages (one entry each), leader churn, every partition mode
     33,  # 2-byte messages, snapshots every 20 entries, many InstallSnapshots
     37,  # 5 nodes, 40 crashes, leader churn, swizzle-clogs
+    773173847,  # 5 nodes, 65-byte messages, 2 in flight: the leader's uncommitted tail grew past
+    # 200 entries and the followers could not fetch it within the liveness phase (fixed by
+    # capping uncommitted entries, etcd's MaxUncommittedEntriesSize)
 ]
 """Seeds worth keeping: a failure once found, or a world that exercises something rare.
 Add every seed that ever failed, with a comment saying what it caught."""
