@@ -140,6 +140,23 @@ def test_range_options(h: Harness) -> None:
     assert [kv.key for kv in r.kvs] == [b"a", b"b"]
 
 
+def test_a_limited_range_with_order_none_sorts_only_what_it_fetched(h: Harness) -> None:
+    # etcd 3.4 fetches limit + 1 keys in key order when the sort order is NONE, then sorts those
+    # by the target. Checked against real etcd 3.4: `etcdctl get a --from-key --limit=1
+    # --sort-by=VERSION` over a (version 3), b (2), c (1) answers b, not c.
+    for key, versions in [(b"a", 3), (b"b", 2), (b"c", 1)]:
+        for i in range(versions):
+            h.ok(PutRequest(key, b"%d" % i))
+    r = h.get(RangeRequest(b"a", b"\0", limit=1, sort_target=SortTarget.VERSION))
+    assert [kv.key for kv in r.kvs] == [b"b"] and r.more and r.count == 3
+    r = h.get(
+        RangeRequest(
+            b"a", b"\0", limit=1, sort_order=SortOrder.ASCEND, sort_target=SortTarget.VERSION
+        )
+    )
+    assert [kv.key for kv in r.kvs] == [b"c"], "an explicit order fetches everything first"
+
+
 def test_put_flags(h: Harness) -> None:
     assert str(h.do(PutRequest(b"x", ignore_value=True))) == "etcdserver: key not found"
     assert str(h.do(PutRequest(b"x", b"v", ignore_value=True))) == "etcdserver: value is provided"

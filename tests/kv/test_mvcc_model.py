@@ -89,6 +89,13 @@ class Model:
             and (not req.max_create_revision or kv.create_revision <= req.max_create_revision)
         ]
         order, target = req.sort_order, req.sort_target
+        filtered = (req.min_mod_revision or req.max_mod_revision or req.min_create_revision
+                    or req.max_create_revision)  # fmt: skip
+        if req.limit and order == SortOrder.NONE and not filtered:
+            # etcd 3.4 fetches only limit + 1 keys (in key order) when the order is NONE, and
+            # then sorts those by a non-key target: real etcd answers `get a --from-key
+            # --limit=1 --sort-by=VERSION` over a (v3), b (v2), c (v1) with b, not c.
+            kvs = kvs[: req.limit + 1]
         if order == SortOrder.NONE and target != SortTarget.KEY:
             order = SortOrder.ASCEND
         if order != SortOrder.NONE:
