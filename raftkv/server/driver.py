@@ -9,13 +9,19 @@ already in the stable log are queued before the Ready's new entries are persiste
 after. Installing a received snapshot into the state machine runs on the log thread only after
 every queued apply has finished. While a Ready is being handled, new proposals and messages keep
 arriving in the core; the next Ready carries all of them: one fsync per batch (group commit),
-one LMDB transaction per batch of applies, one append message per batch per peer. Writes
-forwarded by a follower and ReadIndex rounds are batched the same way: a bounded number in
-flight, and whatever arrives meanwhile goes in the next one.
+one LMDB transaction per batch of applies, one append message per batch per peer. ReadIndex
+rounds are batched the same way: a bounded number in flight, and whatever arrives meanwhile goes
+in the next one.
+
+A follower forwards its clients' writes to the leader as etcd does, fire and forget: the command
+rides the next message batch to the leader, which proposes it and says nothing unless it turns it
+down. The follower learns the write's index and term when the entry reaches its own log (it looks
+for its forwarded commands among the entries of each Ready), and its result when it applies.
 
 Proposal outcomes are honest: a proposal waits for the entry at its index to apply. The same
 term means it applied (its result is returned); another term means it was superseded and will
 never apply (LeaderChangedError); a deadline means the outcome is unknown (RequestTimeoutError).
+A forwarded write the leader turned down as a non-leader is sent again to the next leader.
 """
 
 from __future__ import annotations
@@ -61,15 +67,10 @@ from raftkv.server.worker import SerialWorker
 
 logger = logging.getLogger(__name__)
 
-_FORWARD_OK = b"\x00"
-_FORWARD_ERR = b"\x01"
-_FORWARD_BATCH = b"\x02"
-_FORWARD_UNSENT = b"\x03"
-"""Local reply: the batch never left this member (no leader to send it to), so a retry is safe."""
-_MAX_FORWARDS_IN_FLIGHT = 2
-"""Forwards (batches of writes sent to the leader) outstanding per member. Writes that arrive
-meanwhile wait and share the next one: gRPC hands us each request in its own loop iteration, so
-without the cap every write would be a forward of its own."""
+_NOT_LEADER = NotLeaderError.text.encode()
+"""A forward's refusal: the receiver is not the leader, so nothing was proposed (retry)."""
+_LEADER_CHANGED = LeaderChangedError.text.encode()
+"""A forward's refusal: the leader takes no proposals now (a leadership transfer)."""
 _MAX_APPLIES_IN_FLIGHT = 64
 """Applied batches queued on the apply thread before the Ready loop waits for the state machine."""
 _LIGHT_APPLY_MAX_ENTRIES = 64
@@ -106,7 +107,7 @@ class DurableLog(LogStorage, Protocol):
 class Transport(Protocol):
     def send(self, messages: Sequence[Message]) -> None: ...
 
-    async def forward(self, to: int, command: bytes, *, timeout_s: float) -> bytes: ...
+    def forward(self, to: int, forward_id: int, command: bytes) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,17 @@ class DriverConfig:
 class _Pending:
     future: asyncio.Future[tuple[int, Response | KVError | None]]
     """Resolves with (term of the entry applied at the index, its result)."""
+
+
+@dataclass(slots=True)
+class _Forwarded:
+    """A write this member forwarded to the leader and has not yet seen in its own log."""
+
+    forward_id: int
+    command: bytes
+    future: asyncio.Future[tuple[int, int] | None]
+    """Resolves with the (index, term) the entry got, or None when it was certainly not
+    proposed (sent nowhere, or refused by a member that is not the leader): send it again."""
 
 
 @dataclass(slots=True)
@@ -201,9 +213,11 @@ class NodeDriver:
         self._snapshot_index = _snapshot_index(raft_log)
         self._tasks: list[asyncio.Task[None]] = []
         self._apply_listeners: list[Callable[[], None]] = []
-        self._forward_batch: list[tuple[bytes, float, asyncio.Future[bytes]]] = []
-        self._forwards_in_flight = 0
-        self._background: set[asyncio.Task[None]] = set()
+        self._forward_ids = itertools.count(1)
+        self._forwarded: dict[int, _Forwarded] = {}
+        """Forwarded writes not yet seen in the log, by forward id (to match a refusal)."""
+        self._forwarded_commands: dict[bytes, _Forwarded] = {}
+        """The same, by command (to find them among the entries of a Ready)."""
         self.failed = asyncio.Event()
         """Set when an internal loop died; the member must stop."""
 
@@ -286,24 +300,37 @@ class NodeDriver:
     def snapshot_source(self) -> Iterator[bytes]:
         return self._sm.snapshot_chunks()
 
-    async def handle_forward(self, command: bytes) -> bytes:
-        """Leader side of a follower's forwarded writes: append them, answer (first index, term).
+    def handle_forwards(self, commands: list[bytes]) -> bytes | None:
+        """Leader side of a follower's forwarded writes: propose them, in order, at once.
 
-        A batch (``_FORWARD_BATCH`` + length-prefixed commands) is appended at once, so its
-        entries get consecutive indexes."""
+        Returns None when they were appended (the follower learns the rest from the log), or
+        why they were turned down: nothing was proposed then."""
         try:
-            if command[:1] == _FORWARD_BATCH:
-                index = self._node.propose_many(_unpack_commands(command[1:]))
-            else:
-                index = self._node.propose(command)
-        except NotLeader as exc:
-            return (
-                _FORWARD_ERR + (NotLeaderError.text if exc.leader else NoLeaderError.text).encode()
-            )
+            self._node.propose_many(commands)
+        except NotLeader:
+            return _NOT_LEADER
         except ProposalDropped:
-            return _FORWARD_ERR + LeaderChangedError.text.encode()
+            return _LEADER_CHANGED
         self._wake.set()
-        return _FORWARD_OK + index.to_bytes(8, "big") + self._node.term.to_bytes(8, "big")
+        return None
+
+    def on_forwards_lost(self, forward_ids: Sequence[int]) -> None:
+        """The transport's report of forwards whose link broke: they may have been proposed."""
+        for forward_id in forward_ids:
+            forwarded = self._forwarded.get(forward_id)
+            if forwarded is not None and not forwarded.future.done():
+                forwarded.future.set_exception(RequestTimeoutError())
+
+    def on_forwards_rejected(self, forward_ids: Sequence[int], reason: bytes | None) -> None:
+        """The transport's report of forwards that were certainly not proposed."""
+        for forward_id in forward_ids:
+            forwarded = self._forwarded.get(forward_id)
+            if forwarded is None or forwarded.future.done():
+                continue
+            if reason == _LEADER_CHANGED:
+                forwarded.future.set_exception(LeaderChangedError())
+            else:  # never sent, or sent to a member that is no longer the leader: send again
+                forwarded.future.set_result(None)
 
     # -- NodeApi ---------------------------------------------------------------------------------
 
@@ -397,73 +424,41 @@ class NodeDriver:
                     self._wake.set()
                     return index, self._node.term
             elif self._leader and self._transport is not None:
-                reply = await self._forward(command, deadline)
-                if reply[:1] == _FORWARD_UNSENT:
-                    await self._wait_for_leader(deadline)
-                    continue
-                if reply[:1] == _FORWARD_OK:
-                    return int.from_bytes(reply[1:9], "big"), int.from_bytes(reply[9:17], "big")
-                text = reply[1:].decode()
-                if text == LeaderChangedError.text:
-                    raise LeaderChangedError()
+                appended = await self._forward(command, deadline)
+                if appended is not None:
+                    return appended
             await self._wait_for_leader(deadline)
 
-    async def _forward(self, command: bytes, deadline: float) -> bytes:
-        """Forward a write to the leader; writes forwarded in the same loop iteration share one
-        RPC. Returns this command's reply: OK + index + term, or ERR + etcd's error text."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
-        if not self._forward_batch:
-            loop.call_soon(self._flush_forwards)
-        self._forward_batch.append((command, deadline, future))
+    async def _forward(self, command: bytes, deadline: float) -> tuple[int, int] | None:
+        """Forward a write to the leader and wait until it shows up in this member's log.
+
+        Returns its (index, term), or None when it was certainly not proposed (send it again).
+        """
+        assert self._transport is not None
+        forward_id = next(self._forward_ids)
+        future: asyncio.Future[tuple[int, int] | None] = asyncio.get_running_loop().create_future()
+        forwarded = _Forwarded(forward_id, command, future)
+        if not self._transport.forward(self._leader, forward_id, command):
+            return None
+        self._forwarded[forward_id] = forwarded
+        # A retry of a command still awaited elsewhere (a member's attributes) may share it.
+        self._forwarded_commands.setdefault(command, forwarded)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), deadline - time.monotonic())
+            return await asyncio.wait_for(future, deadline - time.monotonic())
         except TimeoutError:
             raise RequestTimeoutError() from None
+        finally:
+            del self._forwarded[forward_id]
+            if self._forwarded_commands.get(command) is forwarded:
+                del self._forwarded_commands[command]
 
-    def _flush_forwards(self) -> None:
-        if not self._forward_batch or self._forwards_in_flight >= _MAX_FORWARDS_IN_FLIGHT:
-            return  # the batch goes when an RPC in flight completes
-        batch, self._forward_batch = self._forward_batch, []
-        leader = self._leader
-        if not leader or leader == self.member_id or self._transport is None:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_result(_FORWARD_UNSENT)
-            return
-        self._forwards_in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._send_forwards(leader, batch))
-        self._background.add(task)
-        task.add_done_callback(self._forward_done)
-
-    def _forward_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        self._forwards_in_flight -= 1
-        self._flush_forwards()
-
-    async def _send_forwards(
-        self, leader: int, batch: list[tuple[bytes, float, asyncio.Future[bytes]]]
-    ) -> None:
-        assert self._transport is not None
-        blob = _FORWARD_BATCH + _pack_commands([command for command, _, _ in batch])
-        timeout = max(0.05, max(d for _, d, _ in batch) - time.monotonic())
-        try:
-            reply = await self._transport.forward(leader, blob, timeout_s=timeout)
-        except (TimeoutError, ConnectionError):
-            # The leader may have appended the batch before the link failed: the outcome is
-            # unknown, so the writes must not be retried.
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(RequestTimeoutError())
-            return
-        for offset, (_, _, future) in enumerate(batch):
-            if future.done():
-                continue
-            if reply[:1] == _FORWARD_OK:
-                first = int.from_bytes(reply[1:9], "big")
-                future.set_result(_FORWARD_OK + (first + offset).to_bytes(8, "big") + reply[9:17])
-            else:
-                future.set_result(reply)
+    def _find_forwarded(self, entries: Sequence[Entry]) -> None:
+        """Tell the writes this member forwarded where the leader appended them."""
+        forwarded_commands = self._forwarded_commands
+        for entry in entries:
+            forwarded = forwarded_commands.pop(entry.data, None)
+            if forwarded is not None and not forwarded.future.done():
+                forwarded.future.set_result((entry.index, entry.term))
 
     async def _wait_for_leader(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
@@ -581,6 +576,8 @@ class NodeDriver:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         if rd.hard_state is not None:
             self._term = rd.hard_state.term
+        if self._forwarded_commands and rd.entries:
+            self._find_forwarded(rd.entries)
         transport = self._transport
         if transport is not None and rd.messages:
             transport.send(rd.messages)
@@ -852,19 +849,6 @@ def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
     raft_log.save(
         HardState(term=1, vote=0, commit=1), (), Snapshot(SnapshotMeta(1, 1, conf), b""), sync=True
     )
-
-
-def _pack_commands(commands: Sequence[bytes]) -> bytes:
-    return b"".join(len(c).to_bytes(4, "big") + c for c in commands)
-
-
-def _unpack_commands(blob: bytes) -> list[bytes]:
-    commands, pos = [], 0
-    while pos < len(blob):
-        size = int.from_bytes(blob[pos : pos + 4], "big")
-        commands.append(blob[pos + 4 : pos + 4 + size])
-        pos += 4 + size
-    return commands
 
 
 def _is_light(entries: Sequence[Entry]) -> bool:

@@ -111,6 +111,8 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         snapshot_source=driver.snapshot_source,
         on_unreachable=driver.report_unreachable,
         on_snapshot_status=driver.report_snapshot,
+        on_forwards_rejected=driver.on_forwards_rejected,
+        on_forwards_lost=driver.on_forwards_lost,
     )
     driver.attach_transport(transport)
 
@@ -121,7 +123,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
             cluster_id=config.cluster_id,
             deliver=driver.deliver,
             snapshot_dir=snap_dir,
-            forward_handler=driver.handle_forward,
+            forward_handler=driver.handle_forwards,
         ),
         peer_server,
     )

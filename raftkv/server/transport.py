@@ -22,12 +22,15 @@ Sending side, :class:`GrpcTransport`:
   of all the data. The result is reported with ``on_snapshot_status``.
 
 Receiving side, :class:`PeerService`, the servicer of ``raftkv.peer.v1.Raft``: decodes batches
-and hands them to the driver, receives snapshots into files, and answers forwarded writes.
+and hands them to the driver, receives snapshots into files, and proposes forwarded writes.
 
-Forwarded writes (a follower's clients' writes, for the leader) ride the same stream: a batch
-carries the commands queued by ``forward()`` besides its Raft messages, and the receiver answers
-them in that batch's ack, sent at once. A unary RPC per forward cost as much again as the
-stream operations it replaces.
+Forwarded writes (a follower's clients' writes, for the leader) ride the same stream, fire and
+forget, as etcd forwards a proposal: a batch carries the commands queued by ``forward()`` besides
+its Raft messages, the receiver proposes them at once and answers only when it turns them down
+(it is not the leader, or cannot take proposals now): that answer rides an ack sent at once. An
+accepted command gets no answer: the forwarding member learns its fate from the entries the
+leader replicates to it. Answering every forward cost an ack (a stream write and read) per batch
+of forwards, and a unary RPC per forward cost as much again as the stream operations it replaces.
 
 The peer gRPC server should be created with :data:`PEER_SERVER_OPTIONS`, which matches the
 message size limit and the keepalive pings of :data:`PEER_CHANNEL_OPTIONS`.
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import os
 import random
@@ -46,7 +48,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -141,12 +142,6 @@ def _describe(error: BaseException | None) -> str:
     return repr(error) if error is not None else "closed"
 
 
-def _fail_all(futures: Iterable[asyncio.Future[bytes]], why: str) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(ConnectionError(why))
-
-
 class _Peer:
     """Sending state for one peer. Only touched on the event loop."""
 
@@ -168,8 +163,8 @@ class _Peer:
         self.id = member_id
         self.addr = addr
         self.queue: deque[Message] = deque()
-        self.forwards: deque[_Forward] = deque()
-        """Forwarded commands waiting for the next batch."""
+        self.forwards: deque[tuple[int, bytes]] = deque()
+        """Forwarded commands (id, command) waiting for the next batch."""
         self.wakeup = asyncio.Event()
         """Set by send(), by an ack, and when the stream breaks."""
         self.dropping = False
@@ -181,38 +176,35 @@ class _Peer:
         self.task: asyncio.Task[None] | None = None
         self.snapshot_task: asyncio.Task[None] | None = None
 
-    def fail_forwards(self, why: str) -> None:
-        """Fail every forward not yet sent: it never reached the peer, so nothing was applied."""
-        _fail_all((f.future for f in self.forwards), why)
+    def take_forwards(self) -> list[int]:
+        """Drop every forward not yet sent and return their ids: they never reached the peer."""
+        ids = [forward_id for forward_id, _ in self.forwards]
         self.forwards.clear()
-
-
-class _Forward:
-    __slots__ = ("command", "future", "id")
-
-    def __init__(self, forward_id: int, command: bytes, future: asyncio.Future[bytes]) -> None:
-        self.id = forward_id
-        self.command = command
-        self.future = future
+        return ids
 
 
 class _StreamState:
-    """One attempt at the Stream call: batches sent and acknowledged, forwards unanswered."""
+    """One attempt at the Stream call: batches sent and acknowledged."""
 
-    __slots__ = ("acked", "broken", "error", "pending", "sent")
+    __slots__ = ("acked", "broken", "error", "forwards", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
         self.acked = 0
         self.broken = False
         self.error: BaseException | None = None
-        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.forwards: deque[tuple[int, list[int]]] = deque()
+        """(seq, forward ids) of batches with forwards, sent and not yet acknowledged."""
 
 
 class GrpcTransport:
     """Sends Raft messages to peers over gRPC; see the module docstring for the behaviour.
 
-    Callbacks are called on the event loop, never from inside ``send()``.
+    Callbacks are called on the event loop, never from inside ``send()`` or ``forward()``.
+    ``on_forwards_rejected(ids, reason)`` reports forwarded commands that were certainly not
+    proposed: ``reason`` is the receiver's answer, or None when they never left this member.
+    ``on_forwards_lost(ids)`` reports those sent on a stream that broke before the receiver
+    acknowledged them: they may or may not have been proposed.
     """
 
     def __init__(
@@ -224,6 +216,8 @@ class GrpcTransport:
         snapshot_source: SnapshotSource,
         on_unreachable: Callable[[int], None],
         on_snapshot_status: Callable[[int, bool], None],
+        on_forwards_rejected: Callable[[Sequence[int], bytes | None], None] | None = None,
+        on_forwards_lost: Callable[[Sequence[int]], None] | None = None,
         max_queue_msgs: int = 8192,
         rng: random.Random | None = None,
         batch_max_msgs: int = 1024,
@@ -244,6 +238,8 @@ class GrpcTransport:
         self._snapshot_source = snapshot_source
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
+        self._on_forwards_rejected = on_forwards_rejected
+        self._on_forwards_lost = on_forwards_lost
         self._max_queue = max_queue_msgs
         self._rng = rng if rng is not None else random.Random()
         self._batch_max_msgs = batch_max_msgs
@@ -261,7 +257,6 @@ class GrpcTransport:
         self._started = False
         self._closed = False
         self._close_done = asyncio.Event()
-        self._forward_ids = itertools.count(1)
         # Counters, for tests and status pages.
         self.messages_sent = 0
         self.batches_sent = 0
@@ -338,34 +333,38 @@ class GrpcTransport:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
             for peer in self._peers.values():
                 peer.queue.clear()
-                peer.fail_forwards("the transport is closed")
+                peer.forwards.clear()  # the callbacks have stopped; the driver is stopping too
                 if peer.channel is not None:
                     await peer.channel.close()
                     peer.channel = None
         finally:
             self._close_done.set()
 
-    async def forward(self, to: int, command: bytes, *, timeout_s: float) -> bytes:
-        """Pass ``command`` to member ``to`` on the message stream and return its answer.
+    def forward(self, to: int, forward_id: int, command: bytes) -> bool:
+        """Queue ``command`` for member ``to``, to ride the next batch; never blocks.
 
-        The command rides in the next batch to ``to`` (with whatever Raft messages are queued);
-        the receiver answers in that batch's ack. Raises ``TimeoutError`` when the deadline
-        passes and ``ConnectionError`` on any other failure (unknown member, the stream broke or
-        never came up). Either way the command may or may not have been applied, unless the
-        member was unknown.
+        Fire and forget: the receiver proposes it and answers only to turn it down (reported
+        with ``on_forwards_rejected``). Returns False, and sends nothing, when there is no link
+        to ``to`` (an unknown member, or the transport is closed).
         """
         peer = self._peers.get(to)
         if peer is None or self._closed:
-            raise ConnectionError(f"no link to member {to:x}")
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        peer.forwards.append(_Forward(next(self._forward_ids), command, future))
+            return False
+        peer.forwards.append((forward_id, command))
         peer.wakeup.set()
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise TimeoutError(f"forward to member {to:x} timed out") from None
+        return True
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _reject_unsent(self, peer: _Peer) -> None:
+        ids = peer.take_forwards()
+        if ids:
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._fire_rejected, ids, None)
+
+    def _fire_rejected(self, ids: Sequence[int], reason: bytes | None) -> None:
+        if not self._closed and self._on_forwards_rejected is not None:
+            self._on_forwards_rejected(ids, reason)
 
     def _report_unreachable(self, peer_id: int) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -393,7 +392,7 @@ class GrpcTransport:
 
     def _retire(self, peer: _Peer) -> None:
         peer.queue.clear()
-        peer.fail_forwards(f"member {peer.id:x} was removed")
+        self._reject_unsent(peer)
         if peer.task is None and peer.snapshot_task is None and peer.channel is None:
             return
         task = asyncio.get_running_loop().create_task(
@@ -427,7 +426,7 @@ class GrpcTransport:
                 backoff = self._backoff_min
             dropped = len(peer.queue)
             peer.queue.clear()
-            peer.fail_forwards(f"link to member {peer.id:x} is down")
+            self._reject_unsent(peer)
             peer.dropping = False
             self.messages_dropped += dropped
             self._report_unreachable(peer.id)
@@ -469,12 +468,11 @@ class GrpcTransport:
             call.cancel()
             reader.cancel()
             await asyncio.wait([reader])
-            _fail_all(
-                state.pending.values(),
-                f"stream to member {peer.id:x} broke ({_describe(state.error)}); "
-                "the forwarded command may have been applied",
-            )
-            state.pending.clear()
+            # Forwards sent and not acknowledged may or may not have been proposed.
+            lost = [forward_id for _, ids in state.forwards for forward_id in ids]
+            state.forwards.clear()
+            if lost and not self._closed and self._on_forwards_lost is not None:
+                self._on_forwards_lost(lost)
         if state.error is not None:
             log.debug("stream to member %x ended: %r", peer.id, state.error)
         return state.acked > 0
@@ -490,12 +488,17 @@ class GrpcTransport:
                 ack = await call.read()
                 if not isinstance(ack, peer_pb2.StreamAck):  # aio.EOF: the receiver hung up
                     break
-                for result in ack.forward_results:
-                    future = state.pending.pop(result.id, None)
-                    if future is not None and not future.done():
-                        future.set_result(result.result)
+                if ack.forward_results:
+                    rejected: dict[bytes, list[int]] = {}
+                    for result in ack.forward_results:
+                        rejected.setdefault(result.result, []).append(result.id)
+                    for reason, ids in rejected.items():
+                        self._fire_rejected(ids, reason)
                 if ack.seq > state.acked:
                     state.acked = ack.seq
+                    unacked = state.forwards
+                    while unacked and unacked[0][0] <= ack.seq:
+                        unacked.popleft()
                     if peer.failures:
                         log.info("link to member %x at %s is up", peer.id, peer.addr)
                         peer.failures = 0
@@ -527,12 +530,12 @@ class GrpcTransport:
             size += msg_size
             count += 1
         peer.dropping = False
-        forwards = peer.forwards
-        while forwards:
-            forward = forwards.popleft()
-            if not forward.future.done():  # a caller that timed out before the send is skipped
-                batch.forwards.add(id=forward.id, command=forward.command)
-                state.pending[forward.id] = forward.future
+        if peer.forwards:
+            add_forward = batch.forwards.add
+            for forward_id, command in peer.forwards:
+                add_forward(id=forward_id, command=command)
+            state.forwards.append((state.sent, [forward_id for forward_id, _ in peer.forwards]))
+            peer.forwards.clear()
         batch.ack_requested = state.sent - state.acked >= self._window
         self.messages_sent += count
         self.batches_sent += 1
@@ -659,7 +662,7 @@ class PeerService(peer_pb2_grpc.RaftServicer):
         cluster_id: int,
         deliver: Callable[[Sequence[Message]], None],
         snapshot_dir: Path,
-        forward_handler: Callable[[bytes], Awaitable[bytes]],
+        forward_handler: Callable[[list[bytes]], bytes | None],
     ) -> None:
         self._member_id = member_id
         self._cluster_id = cluster_id
@@ -701,12 +704,15 @@ class PeerService(peer_pb2_grpc.RaftServicer):
                 self.messages_received += len(messages)
                 if messages:
                     self._deliver(messages)
-            results = [
-                peer_pb2.ForwardResult(id=f.id, result=await self._forward_handler(f.command))
-                for f in batch.forwards
-            ]
-            if results or batch.ack_requested or batch.seq == 1 or batch.seq % ACK_EVERY == 0:
-                yield peer_pb2.StreamAck(seq=batch.seq, forward_results=results)
+            rejected: list[peer_pb2.ForwardResult] = []
+            if batch.forwards:
+                reason = self._forward_handler([f.command for f in batch.forwards])
+                if reason is not None:
+                    rejected = [
+                        peer_pb2.ForwardResult(id=f.id, result=reason) for f in batch.forwards
+                    ]
+            if rejected or batch.ack_requested or batch.seq == 1 or batch.seq % ACK_EVERY == 0:
+                yield peer_pb2.StreamAck(seq=batch.seq, forward_results=rejected)
 
     def _decode(self, batch: peer_pb2.MessageBatch) -> list[Message]:
         messages: list[Message] = []

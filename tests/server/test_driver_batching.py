@@ -1,9 +1,10 @@
-"""NodeDriver batches the hops that gRPC would otherwise make one per request, and its Ready loop
-never waits on the state machine.
+"""NodeDriver batches the hops that gRPC would otherwise make one per request, forwards writes
+as etcd does (fire and forget), and its Ready loop never waits on the state machine.
 
 gRPC hands the servicer each request in its own event-loop iteration, so "batch what arrives in
-the same iteration" batches nothing. The driver instead keeps a bounded number of forwards
-and ReadIndex rounds in flight; whatever arrives meanwhile shares the next one. These tests
+the same iteration" batches nothing. The driver instead keeps a bounded number of ReadIndex
+rounds in flight; whatever arrives meanwhile shares the next one. A forwarded write gets no
+answer from the leader: the follower finds it among the entries of its own log. These tests
 drive a real NodeDriver (LMDB log and state machine) as a follower, behind a fake transport.
 """
 
@@ -40,23 +41,23 @@ ME, LEADER, OTHER = 1, 2, 3
 
 
 class HeldTransport:
-    """Records what the driver sends; each forward waits until the test releases it."""
+    """Records what the driver sends and forwards; nothing ever answers a forward."""
 
     def __init__(self) -> None:
         self.sent: list[Message] = []
-        self.forwards: list[list[bytes]] = []
-        self.releases: list[asyncio.Future[bytes]] = []
+        self.forwards: list[tuple[int, int, bytes]] = []
+        """(to, forward id, command)"""
 
     def send(self, messages: Sequence[Message]) -> None:
         self.sent.extend(messages)
 
-    async def forward(self, to: int, command: bytes, *, timeout_s: float) -> bytes:
-        assert to == LEADER
-        assert command[:1] == driver_mod._FORWARD_BATCH
-        self.forwards.append(driver_mod._unpack_commands(command[1:]))
-        release: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.releases.append(release)
-        return await release
+    def forward(self, to: int, forward_id: int, command: bytes) -> bool:
+        self.forwards.append((to, forward_id, command))
+        return True
+
+    def client_forwards(self) -> list[tuple[int, int, bytes]]:
+        """Forwards of client writes (the member's attributes are forwarded too)."""
+        return [f for f in self.forwards if not f[2].startswith(driver_mod._ATTRIBUTES_MAGIC)]
 
     def read_rounds(self) -> int:
         return sum(isinstance(m, ReadIndexRequest) for m in self.sent)
@@ -100,34 +101,150 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def test_writes_arriving_while_forwards_are_in_flight_share_one_rpc(tmp_path: Path) -> None:
+async def _forwarded_put(
+    driver: NodeDriver, transport: HeldTransport, key: bytes, timeout_s: float = 5
+) -> tuple[asyncio.Future[Any], int, bytes]:
+    """Start a put on the follower; returns (its call, forward id, command) once forwarded."""
+    before = len(transport.client_forwards())
+    call = asyncio.ensure_future(
+        driver.propose(PutRequest(key=key, value=b"v"), timeout_s=timeout_s)
+    )
+    await _wait_until(lambda: len(transport.client_forwards()) > before)
+    to, forward_id, command = transport.client_forwards()[-1]
+    assert to == LEADER
+    return call, forward_id, command
+
+
+def _waiting_client_forwards(driver: NodeDriver) -> list[bytes]:
+    """Commands of client writes the driver still waits to see in its log (by either index)."""
+    commands = [f.command for f in driver._forwarded.values()]
+    commands += list(driver._forwarded_commands)
+    return [c for c in commands if not c.startswith(driver_mod._ATTRIBUTES_MAGIC)]
+
+
+def _append(driver: NodeDriver, src: int, term: int, data: bytes, commit: int) -> int:
+    """Deliver an append of one entry after the follower's last; returns its index."""
+    raft_log = driver._log
+    last = raft_log.last_index()
+    entry = Entry(term=term, index=last + 1, data=data)
+    driver.deliver([AppendEntries(src, ME, term, last, raft_log.term(last), (entry,), commit)])
+    return entry.index
+
+
+def test_a_forwarded_write_is_answered_from_the_followers_own_log(tmp_path: Path) -> None:
+    """The leader never answers an accepted forward: the follower finds the command among the
+    entries it is sent, and answers the client with its own apply's result."""
+
     async def body() -> None:
         driver, transport = await follower(tmp_path)
-        # The attributes publisher forwards too; let it take its RPC first.
+        call, _, command = await _forwarded_put(driver, transport, b"k")
         await settle()
-        baseline = len(transport.forwards)
-        in_flight = driver_mod._MAX_FORWARDS_IN_FLIGHT - baseline
-        assert in_flight >= 1
+        assert not call.done()
+        index = _append(driver, LEADER, 2, command, commit=0)
+        await _wait_until(lambda: driver._log.last_index() == index)
+        assert not call.done()  # in the log, not committed yet
+        driver.deliver([Heartbeat(src=LEADER, dst=ME, term=2, commit=index)])
+        response = await asyncio.wait_for(call, 5)
+        assert response.revision == driver.store.current_revision() > 1
+        assert _waiting_client_forwards(driver) == []
+        await driver.stop(transfer_leadership=False)
 
-        async def put(i: int) -> None:
-            await driver.propose(PutRequest(key=b"k%d" % i, value=b"v"), timeout_s=5)
+    run(body())
 
-        calls = []
-        # One write per loop iteration, as gRPC delivers them.
-        for i in range(in_flight + 30):
-            calls.append(asyncio.ensure_future(put(i)))
-            await settle()
-        assert len(transport.forwards) == driver_mod._MAX_FORWARDS_IN_FLIGHT
-        # The first RPC completes (the leader lost its leadership): the 30 waiting writes go
-        # together in the next RPC.
-        transport.releases[0].set_result(driver_mod._FORWARD_ERR + LeaderChangedError.text.encode())
+
+def test_a_forwarded_write_replaced_in_the_log_fails_with_leader_changed(tmp_path: Path) -> None:
+    """The leader appended the write, lost its leadership, and the next leader put another entry
+    at that index: the write will never apply, and the client is told so (not left to time out)."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        call, _, command = await _forwarded_put(driver, transport, b"k")
+        index = _append(driver, LEADER, 2, command, commit=0)
+        await _wait_until(lambda: driver._log.last_index() == index)
+        raft_log = driver._log
+        replacement = Entry(term=3, index=index, data=b"")
+        driver.deliver(
+            [
+                AppendEntries(
+                    OTHER, ME, 3, index - 1, raft_log.term(index - 1), (replacement,), index
+                )
+            ]
+        )
+        with pytest.raises(LeaderChangedError):
+            await asyncio.wait_for(call, 5)
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+@pytest.mark.parametrize("reason", [driver_mod._NOT_LEADER, None])
+def test_a_forward_certainly_not_proposed_is_sent_again(tmp_path: Path, reason: Any) -> None:
+    """Refused by a member that is not the leader, or never sent: nothing was proposed, so the
+    write goes again (to the leader of the moment) and succeeds."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        call, forward_id, command = await _forwarded_put(driver, transport, b"k")
+        driver.on_forwards_rejected([forward_id], reason)
+        await _wait_until(lambda: len(transport.client_forwards()) == 2)
+        to, again_id, again = transport.client_forwards()[-1]
+        assert (to, again) == (LEADER, command) and again_id != forward_id
+        index = _append(driver, LEADER, 2, command, commit=0)
+        await _wait_until(lambda: driver._log.last_index() == index)
+        driver.deliver([Heartbeat(src=LEADER, dst=ME, term=2, commit=index)])
+        await asyncio.wait_for(call, 5)
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_a_forward_refused_during_a_transfer_or_lost_with_its_link_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    """A leader handing over its leadership takes no proposals: etcd's "leader changed". A link
+    that broke after the send leaves the outcome unknown: "request timed out", without waiting
+    for the deadline, and the write is not sent again (it may have been proposed)."""
+
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        call, forward_id, _ = await _forwarded_put(driver, transport, b"a")
+        driver.on_forwards_rejected([forward_id], driver_mod._LEADER_CHANGED)
+        with pytest.raises(LeaderChangedError):
+            await asyncio.wait_for(call, 1)
+        call, forward_id, _ = await _forwarded_put(driver, transport, b"b")
+        sent = len(transport.client_forwards())
+        driver.on_forwards_lost([forward_id])
+        with pytest.raises(RequestTimeoutError):
+            await asyncio.wait_for(call, 1)
         await settle()
-        assert len(transport.forwards) == driver_mod._MAX_FORWARDS_IN_FLIGHT + 1
-        assert len(transport.forwards[-1]) == 30
-        for release in transport.releases[1:]:
-            release.set_result(driver_mod._FORWARD_ERR + LeaderChangedError.text.encode())
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        assert all(isinstance(r, LeaderChangedError) for r in results), results
+        assert len(transport.client_forwards()) == sent
+        assert _waiting_client_forwards(driver) == []
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_a_forward_never_seen_in_the_log_times_out_and_is_forgotten(tmp_path: Path) -> None:
+    async def body() -> None:
+        driver, transport = await follower(tmp_path)
+        call, _, _ = await _forwarded_put(driver, transport, b"k", timeout_s=0.3)
+        with pytest.raises(RequestTimeoutError):
+            await asyncio.wait_for(call, 5)
+        assert _waiting_client_forwards(driver) == []
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_forwards_reaching_a_member_that_is_not_the_leader_are_turned_down(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        driver, _ = await follower(tmp_path)
+        last = driver._log.last_index()
+        assert driver.handle_forwards([b"x", b"y"]) == driver_mod._NOT_LEADER
+        await settle()
+        assert driver._log.last_index() == last  # nothing proposed
         await driver.stop(transfer_leadership=False)
 
     run(body())
@@ -148,24 +265,6 @@ def test_concurrent_linearizable_reads_share_read_index_rounds(tmp_path: Path) -
         assert transport.read_rounds() == driver_mod._MAX_READ_ROUNDS_IN_FLIGHT
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, RequestTimeoutError) for r in results), results
-        await driver.stop(transfer_leadership=False)
-
-    run(body())
-
-
-@pytest.mark.parametrize("leader", [0, ME])
-def test_a_batch_with_nowhere_to_go_is_retried_not_failed(tmp_path: Path, leader: int) -> None:
-    """Writes queued for a leader that is gone by flush time never left: they wait for a leader
-    (here: until their deadline) instead of being reported as an unknown outcome at once."""
-
-    async def body() -> None:
-        driver, transport = await follower(tmp_path)
-        await settle()
-        before = len(transport.forwards)
-        driver._leader = leader  # the leader vanished between enqueue and flush
-        reply = await driver._forward(b"cmd", asyncio.get_running_loop().time() + 1)
-        assert reply == driver_mod._FORWARD_UNSENT
-        assert len(transport.forwards) == before
         await driver.stop(transfer_leadership=False)
 
     run(body())
