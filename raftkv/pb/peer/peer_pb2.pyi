@@ -523,8 +523,8 @@ class MessageBatch(_message.Message):
 
     @_builtins.property
     def forwards(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForwardedCommand]:
-        """Client writes a follower forwards to the leader. The receiver answers them in the ack of this
-        batch, which it sends at once.
+        """Client writes a follower forwards to the leader, fire and forget: the receiver proposes them
+        and answers only to turn them down, in an ack of this batch sent at once.
         """
 
     def __init__(
@@ -553,7 +553,7 @@ class ForwardedCommand(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
     id: _builtins.int
-    """Chosen by the forwarding member; unique on its stream."""
+    """Chosen by the forwarding member, which uses it only to match a refusal."""
     command: _builtins.bytes
     """An encoded client command, opaque to the transport."""
     def __init__(
@@ -580,7 +580,7 @@ class StreamAck(_message.Message):
     """Every batch up to and including seq has been accepted."""
     @_builtins.property
     def forward_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ForwardResult]:
-        """One for each forwarded command of batch seq, in order."""
+        """The forwarded commands of batch seq that the receiver turned down (none when it took them)."""
 
     def __init__(
         self,
@@ -604,7 +604,7 @@ class ForwardResult(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     result: _builtins.bytes
-    """The receiver's answer, opaque to the transport."""
+    """Why the receiver turned it down, opaque to the transport."""
     def __init__(
         self,
         *,
