@@ -136,7 +136,6 @@ class _Pending:
 class _Forwarded:
     """A write this member forwarded to the leader and has not yet seen in its own log."""
 
-    forward_id: int
     command: bytes
     future: asyncio.Future[tuple[int, int] | None]
     """Resolves with the (index, term) the entry got, or None when it was certainly not
@@ -437,7 +436,7 @@ class NodeDriver:
         assert self._transport is not None
         forward_id = next(self._forward_ids)
         future: asyncio.Future[tuple[int, int] | None] = asyncio.get_running_loop().create_future()
-        forwarded = _Forwarded(forward_id, command, future)
+        forwarded = _Forwarded(command, future)
         if not self._transport.forward(self._leader, forward_id, command):
             return None
         self._forwarded[forward_id] = forwarded
