@@ -33,6 +33,7 @@ __all__ = [
     "CommittedEntry",
     "KVStateMachine",
     "dump_chunks",
+    "is_command",
     "load_chunks",
     "quick_to_apply",
 ]
@@ -61,6 +62,12 @@ class CommittedEntry(Protocol):
 def _skipped(entry: CommittedEntry) -> bool:
     """A no-op, configuration change or non-KV entry: applying it only advances the index."""
     return entry.kind != 0 or entry.data[:2] != MAGIC
+
+
+def is_command(entry: CommittedEntry) -> bool:
+    """Whether ``entry`` carries a KV command (applying it gives a result, unless the state
+    machine had applied it already, through a restored snapshot image)."""
+    return not _skipped(entry)
 
 
 def quick_to_apply(entry: CommittedEntry) -> bool:

@@ -1,88 +1,79 @@
-"""NodeDriver: the asyncio shell that owns one RawNode and runs its Ready loop.
+"""NodeDriver: the asyncio adapter that runs one member's driver core.
 
-Only the event-loop thread touches the RawNode. Disk work runs on two dedicated threads, one per
-LMDB environment, so each environment's write transactions stay on one thread and fsync never
-blocks the loop: the log thread persists Readies (and takes snapshots), the apply thread applies
-committed entries. The Ready loop does not wait for applies: it queues each batch on the apply
-thread (in order) and goes on, so a long apply never holds up heartbeats and acks; entries
-already in the stable log are queued before the Ready's new entries are persisted, the others
-after. Installing a received snapshot into the state machine runs on the log thread only after
-every queued apply has finished. While a Ready is being handled, new proposals and messages keep
-arriving in the core; the next Ready carries all of them: one fsync per batch (group commit),
-one LMDB transaction per batch of applies, one append message per batch per peer. ReadIndex
-rounds are batched the same way: a bounded number in flight, and whatever arrives meanwhile goes
-in the next one.
+Every decision lives in ``raftkv.driver.DriverCore`` (which the simulator runs too); this class
+only carries its actions out and feeds it events. Only the event-loop thread touches the core.
+Disk work runs on two dedicated threads, one per LMDB environment, so each environment's write
+transactions stay on one thread and fsync never blocks the loop: the log thread persists
+Readies, takes snapshots, and applies small batches of quick entries when the apply thread is
+idle; the apply thread applies everything else. An apply-thread batch waits for the log
+thread's last apply batch, so batches still apply one at a time, in order.
 
-A follower forwards its clients' writes to the leader as etcd does, fire and forget: the command
-rides the next message batch to the leader, which proposes it and says nothing unless it turns it
-down. The follower learns the write's index and term when the entry reaches its own log (it looks
-for its forwarded commands among the entries of each Ready), and its result when it applies.
-
-Proposal outcomes are honest: a proposal waits for the entry at its index to apply. The same
-term means it applied (its result is returned); another term means it was superseded and will
-never apply (LeaderChangedError); a deadline means the outcome is unknown (RequestTimeoutError).
-A forwarded write the leader turned down as a non-leader is sent again to the next leader.
+Deadlines are this adapter's: a request's timer tells the core (``expire``) when it passes, and
+the core says how the request failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import itertools
-import json
 import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
-from raftkv.errors import NotLeader, ProposalDropped, SnapshotTemporarilyUnavailable
+from raftkv.driver import (
+    Action,
+    AppliedTo,
+    Apply,
+    CoreConfig,
+    DriverCore,
+    Fail,
+    FlushReadsSoon,
+    Forward,
+    LeaderChanged,
+    Persist,
+    RecordAttributes,
+    Refusal,
+    Resolve,
+    Send,
+    TakeSnapshot,
+    Worker,
+)
 from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.errors import KVError
 from raftkv.kv.mvcc import MVCCStore
-from raftkv.kv.state_machine import ApplyResult, KVStateMachine, quick_to_apply
+from raftkv.kv.state_machine import ApplyResult, KVStateMachine
 from raftkv.kv.types import Request, Response
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
-from raftkv.raft.ready import Ready
 from raftkv.raft.storage import LogStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
 from raftkv.server.api import Member, NodeStatus
 from raftkv.server.errors import (
     BadLeaderTransfereeError,
     LeaderChangedError,
-    NoLeaderError,
     NotLeaderError,
     RequestTimeoutError,
     ServerStoppedError,
 )
+from raftkv.server.member_attributes import MemberAttributes
 from raftkv.server.worker import SerialWorker
 
 logger = logging.getLogger(__name__)
 
 _NOT_LEADER = NotLeaderError.text.encode()
-"""A forward's refusal: the receiver is not the leader, so nothing was proposed (retry)."""
+"""A forward's refusal on the wire: the receiver is not the leader (send it again)."""
 _LEADER_CHANGED = LeaderChangedError.text.encode()
-"""A forward's refusal: the leader takes no proposals now (a leadership transfer)."""
-_MAX_APPLIES_IN_FLIGHT = 64
-"""Applied batches queued on the apply thread before the Ready loop waits for the state machine."""
-_LIGHT_APPLY_MAX_ENTRIES = 64
-"""Largest batch of plain puts that may apply on the disk thread (see ``_apply``): ~5 ms."""
-_MAX_READ_ROUNDS_IN_FLIGHT = 2
-"""ReadIndex rounds outstanding per member, for the same reason: reads that arrive while rounds
-are out share the next one (one heartbeat round confirms all of them)."""
-_RECENT_RESULTS = 4096
+"""A forward's refusal on the wire: the leader takes no proposals now (a transfer)."""
+_REFUSAL_TEXT = {Refusal.NOT_LEADER: _NOT_LEADER, Refusal.LEADER_CHANGED: _LEADER_CHANGED}
 _READ_RETRY_S = 0.5
-_ATTRIBUTES_MAGIC = b"MA"
-"""Prefix of a log entry in which a member publishes its name and client URLs (as etcd's
-member attributes); the KV state machine skips it, the driver records it."""
 
 
 class DurableLog(LogStorage, Protocol):
@@ -125,27 +116,17 @@ class DriverConfig:
     """UNSAFE, for testing the fault-injection harness only: serve "linearizable" reads from
     local state without ReadIndex, so a partitioned or deposed member answers stale data."""
 
-
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[tuple[int, Response | KVError | None]]
-    """Resolves with (term of the entry applied at the index, its result)."""
-
-
-@dataclass(slots=True)
-class _Forwarded:
-    """A write this member forwarded to the leader and has not yet seen in its own log."""
-
-    command: bytes
-    future: asyncio.Future[tuple[int, int] | None]
-    """Resolves with the (index, term) the entry got, or None when it was certainly not
-    proposed (sent nowhere, or refused by a member that is not the leader): send it again."""
+    def core_config(self) -> CoreConfig:
+        return CoreConfig(
+            member_id=self.member_id,
+            snapshot_count=self.snapshot_count,
+            snapshot_catchup_entries=self.snapshot_catchup_entries,
+            read_retry_ticks=max(1, round(_READ_RETRY_S * 1000 / self.tick_interval_ms)),
+            unsafe_local_reads=self.unsafe_local_reads,
+        )
 
 
-@dataclass(slots=True)
-class _ReadRound:
-    waiters: list[asyncio.Future[None]]
-    issued_at: float
+_Outcome: TypeAlias = "Response | KVError | None"
 
 
 class NodeDriver:
@@ -165,60 +146,36 @@ class NodeDriver:
         self.config = config
         self._log = raft_log
         self._sm = state_machine
-        self._members = {m.id: m for m in members}
-        self._members_path = members_path
-        self._load_member_attributes()
+        self._attributes = MemberAttributes(members, members_path)
         self._db_path = db_path
-        self._applied = state_machine.applied_index()
+        applied = state_machine.applied_index()
         raft_config = RaftConfig(
             node_id=config.member_id,
             election_ticks=config.election_ticks,
             heartbeat_ticks=config.heartbeat_ticks,
             max_inflight_msgs=config.max_inflight_msgs,
             max_size_per_msg_bytes=config.max_size_per_msg_bytes,
-            applied=self._applied,
+            applied=applied,
         )
-        self._node = RawNode(raft_config, raft_log, rng or random.Random())
-        self._conf_state = raft_log.initial_state()[1]
+        node = RawNode(raft_config, raft_log, rng or random.Random())
+        self._core = DriverCore(
+            config.core_config(), node, raft_log, applied=applied, logger=logger
+        )
         self._transport: Transport | None = None
         self._disk = SerialWorker("raftkv-disk")
-        """The Raft log's thread: persisting Readies, snapshots and compaction; also small
-        batches of plain puts, when the apply thread is idle (see ``_apply``)."""
         self._apply_thread = SerialWorker("raftkv-apply")
-        """The state machine's thread for everything else: one LMDB write transaction per batch."""
-        self._apply_thread_batches = 0
-        """Batches handed to the apply thread whose done-callback has not run yet."""
         self._last_disk_apply: threading.Event | None = None
-        """Set when the newest batch handed to the disk thread has been applied."""
-        self._unsaved_hard_state: HardState | None = None
-        """The newest commit-only hard state, not written yet (see ``_handle_ready``)."""
-        self._applying: deque[asyncio.Future[list[ApplyResult]]] = deque()
-        """Batches handed to the apply thread and not yet finished, oldest first."""
-        self._wake = asyncio.Event()
-        self._stopped = False
-        self._leader = 0
-        self._term = raft_log.initial_state()[0].term
-        self._role = Role.FOLLOWER
-        self._leader_changed = asyncio.Event()
-        self._pending: dict[int, _Pending] = {}
-        self._recent: deque[tuple[int, int, Response | KVError | None]] = deque()
-        self._recent_by_index: dict[int, tuple[int, Response | KVError | None]] = {}
+        """Set when the newest apply batch handed to the disk thread has finished."""
+        self._waiters: dict[int, asyncio.Future[_Outcome]] = {}
+        self._waiter_ids = itertools.count(1)
         self._request_ids = itertools.count(1)
-        # Read contexts must be unique across members: the leader keys pending reads by them.
-        self._read_ctx = itertools.count((config.member_id & (2**64 - 1)) << 64 | 1)
-        self._read_batch: list[asyncio.Future[None]] = []
-        self._read_rounds: dict[bytes, _ReadRound] = {}
-        self._read_waiting: list[tuple[int, asyncio.Future[None]]] = []
-        self._snapshot_index = _snapshot_index(raft_log)
+        self._wake = asyncio.Event()
+        self._leader_changed = asyncio.Event()
+        self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
         self._apply_listeners: list[Callable[[], None]] = []
-        self._forward_ids = itertools.count(1)
-        self._forwarded: dict[int, _Forwarded] = {}
-        """Forwarded writes not yet seen in the log, by forward id (to match a refusal)."""
-        self._forwarded_commands: dict[bytes, _Forwarded] = {}
-        """The same, by command (to find them among the entries of a Ready)."""
         self.failed = asyncio.Event()
-        """Set when an internal loop died; the member must stop."""
+        """Set when an internal loop or a disk job died; the member must stop."""
 
     # -- wiring and lifecycle ------------------------------------------------------------------
 
@@ -241,14 +198,17 @@ class NodeDriver:
         except asyncio.CancelledError:
             raise
         except BaseException:
-            logger.critical("member %x: internal error; stopping", self.member_id, exc_info=True)
-            self.failed.set()
+            self._fatal("internal error")
             raise
+
+    def _fatal(self, what: str, error: BaseException | None = None) -> None:
+        logger.critical("member %x: %s; stopping", self.member_id, what, exc_info=error or True)
+        self.failed.set()
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
         if self._stopped:
             return
-        if transfer_leadership and self._role is Role.LEADER:
+        if transfer_leadership and self._core.role is Role.LEADER:
             await self._transfer_before_stop()
         self._stopped = True
         self._wake.set()
@@ -257,17 +217,17 @@ class NodeDriver:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._fail_all(ServerStoppedError())
-        if self._unsaved_hard_state is not None:
-            hard_state, self._unsaved_hard_state = self._unsaved_hard_state, None
-            await self._disk.submit(
-                functools.partial(self._log.save, sync=True), hard_state, (), None
-            )
+        for action in self._core.stop():
+            if isinstance(action, Persist):  # the commit index held back
+                save = functools.partial(self._log.save, sync=True)
+                await self._disk.submit(save, action.hard_state, (), None)
+            else:
+                self._execute((action,))
         self._disk.shutdown(wait=True)
         self._apply_thread.shutdown(wait=True)
 
     async def _transfer_before_stop(self) -> None:
-        status = self._node.status()
+        status = self._core.node.status()
         followers = [(p.match, n) for n, p in status.progress if n != self.member_id]
         if not followers:
             return
@@ -281,55 +241,146 @@ class NodeDriver:
     def _election_timeout_s(self) -> float:
         return self.config.election_ticks * self.config.tick_interval_ms / 1000
 
+    # -- carrying out the core's actions -------------------------------------------------------
+
+    def _execute(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(messages):
+                    if self._transport is not None:
+                        self._transport.send(messages)
+                case Apply():
+                    self._apply(action)
+                case Resolve(waiter, result):
+                    future = self._waiters.pop(waiter, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+                case Fail(waiter, error):
+                    future = self._waiters.pop(waiter, None)
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+                case Persist():
+                    persisted = self._disk.submit(self._persist, action)
+                    persisted.add_done_callback(self._on_persisted)
+                case Forward(to, forward_id, command):
+                    transport = self._transport
+                    if transport is None or not transport.forward(to, forward_id, command):
+                        self._execute(self._core.forwards_rejected((forward_id,), None))
+                case TakeSnapshot(index, conf_state, keep):
+                    taken = self._disk.submit(self._take_snapshot, index, conf_state, keep)
+                    taken.add_done_callback(self._on_snapshot_taken)
+                case RecordAttributes(data):
+                    self._attributes.record(data)
+                case LeaderChanged():
+                    self._leader_changed.set()
+                case AppliedTo():
+                    for listener in tuple(self._apply_listeners):
+                        listener()
+                case FlushReadsSoon():
+                    asyncio.get_running_loop().call_soon(self._flush_reads)
+
+    def _apply(self, action: Apply) -> None:
+        if action.worker is Worker.DISK:
+            done = threading.Event()
+            self._last_disk_apply = done
+            future = self._disk.submit(_apply_then_set, self._sm, action.entries, done)
+        else:
+            future = self._apply_thread.submit(
+                _wait_then_apply, self._sm, action.entries, self._last_disk_apply
+            )
+        # Batches finish, and these callbacks run, in the order given.
+        future.add_done_callback(functools.partial(self._on_applied, action))
+
+    def _on_applied(self, action: Apply, future: asyncio.Future[list[ApplyResult]]) -> None:
+        if future.cancelled() or self._stopped:
+            return
+        error = future.exception()
+        if error is not None:
+            first, last = action.entries[0].index, action.entries[-1].index
+            self._fatal(f"applying entries {first}-{last} failed", error)
+            return
+        self._execute(self._core.applied_batch(action.batch, future.result()))
+        self._wake.set()
+
+    def _persist(self, action: Persist) -> int:
+        """On the disk thread. Returns the applied index of a restored snapshot image."""
+        snapshot, restored = action.snapshot, 0
+        if snapshot is not None:
+            # The state machine first: a crash in between must never leave a log that starts
+            # after what the state machine has applied.
+            path = Path(snapshot.data.decode()) if snapshot.data else None
+            if path is not None and path.exists():
+                with path.open("rb") as f:
+                    self._sm.restore(iter(lambda: f.read(1 << 20), b""))
+                path.unlink()
+                restored = self._sm.applied_index()
+            snapshot = Snapshot(snapshot.meta, b"")
+        self._log.save(action.hard_state, action.entries, snapshot, sync=True)
+        return restored
+
+    def _on_persisted(self, future: asyncio.Future[int]) -> None:
+        if future.cancelled() or self._stopped:
+            return
+        error = future.exception()
+        if error is not None:
+            self._fatal("persisting the Raft log failed", error)
+            return
+        self._execute(self._core.persisted(future.result()))
+        self._wake.set()
+
+    def _take_snapshot(self, index: int, conf: ConfState, keep: int) -> None:
+        started = time.monotonic()
+        self._log.create_snapshot(index, conf, b"")
+        if index - keep > self._log.first_index():
+            self._log.compact(index - keep)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        logger.info("member %x: snapshot at index %d (%.0f ms)", self.member_id, index, elapsed_ms)
+
+    def _on_snapshot_taken(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None and not self._stopped:
+            self._fatal("taking a snapshot of the Raft log failed", future.exception())
+
+    def _flush_reads(self) -> None:
+        if not self._stopped:
+            self._core.issue_reads()
+            self._wake.set()
+
     # -- inputs from the transport -------------------------------------------------------------
 
     def deliver(self, messages: Sequence[Message]) -> None:
-        step = self._node.step
-        for msg in messages:
-            step(msg)
+        self._core.step(messages)
         self._wake.set()
 
     def report_unreachable(self, member_id: int) -> None:
-        self._node.report_unreachable(member_id)
+        self._core.node.report_unreachable(member_id)
 
     def report_snapshot(self, member_id: int, ok: bool) -> None:
-        self._node.report_snapshot(member_id, ok)
+        self._core.node.report_snapshot(member_id, ok)
         self._wake.set()
 
     def snapshot_source(self) -> Iterator[bytes]:
         return self._sm.snapshot_chunks()
 
     def handle_forwards(self, commands: list[bytes]) -> bytes | None:
-        """Leader side of a follower's forwarded writes: propose them, in order, at once.
-
-        Returns None when they were appended (the follower learns the rest from the log), or
-        why they were turned down: nothing was proposed then."""
-        try:
-            self._node.propose_many(commands)
-        except NotLeader:
-            return _NOT_LEADER
-        except ProposalDropped:
-            return _LEADER_CHANGED
+        """Leader side of a follower's forwarded writes. Returns None when they were appended
+        (the follower learns the rest from the log), or why nothing was proposed."""
+        refusal = self._core.handle_forwards(commands)
         self._wake.set()
-        return None
+        return None if refusal is None else _REFUSAL_TEXT[refusal]
 
     def on_forwards_lost(self, forward_ids: Sequence[int]) -> None:
         """The transport's report of forwards whose link broke: they may have been proposed."""
-        for forward_id in forward_ids:
-            forwarded = self._forwarded.get(forward_id)
-            if forwarded is not None and not forwarded.future.done():
-                forwarded.future.set_exception(RequestTimeoutError())
+        self._execute(self._core.forwards_lost(forward_ids))
 
     def on_forwards_rejected(self, forward_ids: Sequence[int], reason: bytes | None) -> None:
         """The transport's report of forwards that were certainly not proposed."""
-        for forward_id in forward_ids:
-            forwarded = self._forwarded.get(forward_id)
-            if forwarded is None or forwarded.future.done():
-                continue
-            if reason == _LEADER_CHANGED:
-                forwarded.future.set_exception(LeaderChangedError())
-            else:  # never sent, or sent to a member that is no longer the leader: send again
-                forwarded.future.set_result(None)
+        refusal = None
+        if reason == _LEADER_CHANGED:
+            refusal = Refusal.LEADER_CHANGED
+        elif reason is not None:
+            refusal = Refusal.NOT_LEADER
+        self._execute(self._core.forwards_rejected(forward_ids, refusal))
+        self._wake.set()
 
     # -- NodeApi ---------------------------------------------------------------------------------
 
@@ -343,7 +394,7 @@ class NodeDriver:
 
     @property
     def raft_term(self) -> int:
-        return self._term
+        return self._core.term
 
     @property
     def store(self) -> MVCCStore:
@@ -351,10 +402,10 @@ class NodeDriver:
 
     @property
     def leader(self) -> int:
-        return self._leader
+        return self._core.leader
 
     def members(self) -> Sequence[Member]:
-        return tuple(self._members.values())
+        return self._attributes.members()
 
     def add_apply_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the loop) after every applied batch; returns an unsubscribe."""
@@ -367,7 +418,7 @@ class NodeDriver:
         return remove
 
     def status(self) -> NodeStatus:
-        st = self._node.status()
+        st = self._core.node.status()
         size = _file_size(self._db_path)
         return NodeStatus(
             member_id=self.member_id,
@@ -375,7 +426,7 @@ class NodeDriver:
             leader=st.leader,
             raft_term=st.term,
             raft_index=st.last_index,
-            raft_applied_index=self._applied,
+            raft_applied_index=self._core.applied,
             commit_index=st.commit,
             is_learner=self.member_id in st.conf_state.learners,
             db_size_bytes=size,
@@ -384,153 +435,55 @@ class NodeDriver:
         )
 
     async def propose(self, request: Request, *, timeout_s: float) -> Response:
-        if self._stopped:
-            raise ServerStoppedError()
         command = encode_command(Command(next(self._request_ids), request))
-        term, (applied_term, result) = await self._replicate(command, timeout_s)
-        return self._outcome(term, applied_term, result)
-
-    async def _replicate(
-        self, command: bytes, timeout_s: float
-    ) -> tuple[int, tuple[int, Response | KVError | None]]:
-        """Append ``command`` (forwarding it if needed) and wait until its index applies.
-        Returns (term it was appended in, (term of the entry that applied there, result))."""
-        deadline = time.monotonic() + timeout_s
-        index, term = await self._append(command, deadline)
-        recent = self._recent_by_index.get(index)
-        if recent is not None:  # applied before the leader's answer reached us
-            return term, recent
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, Response | KVError | None]] = loop.create_future()
-        self._pending[index] = _Pending(future)
-        try:
-            return term, await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise RequestTimeoutError() from None
-        finally:
-            self._pending.pop(index, None)
-
-    async def _append(self, command: bytes, deadline: float) -> tuple[int, int]:
-        while True:
-            if self._role is Role.LEADER:
-                try:
-                    index = self._node.propose(command)
-                except NotLeader:
-                    pass
-                except ProposalDropped:
-                    raise LeaderChangedError() from None
-                else:
-                    self._wake.set()
-                    return index, self._node.term
-            elif self._leader and self._transport is not None:
-                appended = await self._forward(command, deadline)
-                if appended is not None:
-                    return appended
-            await self._wait_for_leader(deadline)
-
-    async def _forward(self, command: bytes, deadline: float) -> tuple[int, int] | None:
-        """Forward a write to the leader and wait until it shows up in this member's log.
-
-        Returns its (index, term), or None when it was certainly not proposed (send it again).
-        """
-        assert self._transport is not None
-        forward_id = next(self._forward_ids)
-        future: asyncio.Future[tuple[int, int] | None] = asyncio.get_running_loop().create_future()
-        forwarded = _Forwarded(command, future)
-        if not self._transport.forward(self._leader, forward_id, command):
-            return None
-        self._forwarded[forward_id] = forwarded
-        # A retry of a command still awaited elsewhere (a member's attributes) may share it.
-        self._forwarded_commands.setdefault(command, forwarded)
-        try:
-            return await asyncio.wait_for(future, deadline - time.monotonic())
-        except TimeoutError:
-            raise RequestTimeoutError() from None
-        finally:
-            del self._forwarded[forward_id]
-            if self._forwarded_commands.get(command) is forwarded:
-                del self._forwarded_commands[command]
-
-    def _find_forwarded(self, entries: Sequence[Entry]) -> None:
-        """Tell the writes this member forwarded where the leader appended them."""
-        forwarded_commands = self._forwarded_commands
-        for entry in entries:
-            forwarded = forwarded_commands.pop(entry.data, None)
-            if forwarded is not None and not forwarded.future.done():
-                forwarded.future.set_result((entry.index, entry.term))
-
-    async def _wait_for_leader(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise NoLeaderError() if not self._leader else RequestTimeoutError()
-        self._leader_changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._leader_changed.wait(), min(remaining, 0.05))
-
-    @staticmethod
-    def _outcome(term: int, applied_term: int, result: Response | KVError | None) -> Response:
-        if applied_term != term or result is None:
+        result = await self._wait(functools.partial(self._core.propose, command=command), timeout_s)
+        if result is None:  # the entry at its index was not this command
             raise LeaderChangedError()
         if isinstance(result, KVError):
             raise result
         return result
 
     async def linearizable_barrier(self, *, timeout_s: float) -> None:
+        await self._wait(self._core.read, timeout_s)
+
+    async def _wait(self, start: Callable[[int], list[Action]], timeout_s: float) -> _Outcome:
+        """Start a request in the core and wait for its outcome, at most ``timeout_s``."""
         if self._stopped:
             raise ServerStoppedError()
-        if self.config.unsafe_local_reads:
-            return
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        if not self._read_batch:
-            loop.call_soon(self._issue_read_round)
-        self._read_batch.append(future)
+        waiter = next(self._waiter_ids)
+        future: asyncio.Future[_Outcome] = loop.create_future()
+        self._waiters[waiter] = future
+        timer = loop.call_later(max(0.0, timeout_s), self._expire, waiter)
         try:
-            await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise (NoLeaderError() if not self._leader else RequestTimeoutError()) from None
+            self._execute(start(waiter))
+            self._wake.set()
+            return await future
+        finally:
+            timer.cancel()
+            if self._waiters.pop(waiter, None) is not None:  # abandoned: the caller went away
+                self._core.expire(waiter)
 
-    def _issue_read_round(self, waiters: list[asyncio.Future[None]] | None = None) -> None:
-        if waiters is None:
-            if len(self._read_rounds) >= _MAX_READ_ROUNDS_IN_FLIGHT:
-                return  # the batch goes when a round in flight completes
-            waiters, self._read_batch = self._read_batch, []
-        waiters = [w for w in waiters if not w.done()]
-        if not waiters:
-            return
-        context = next(self._read_ctx).to_bytes(16, "big")
-        with contextlib.suppress(NotLeader):  # retried by the tick loop once a leader is known
-            self._node.read_index(context)
-        self._read_rounds[context] = _ReadRound(waiters, time.monotonic())
-        self._wake.set()
-
-    def _retry_stale_reads(self) -> None:
-        now = time.monotonic()
-        for context, rnd in list(self._read_rounds.items()):
-            if now - rnd.issued_at >= _READ_RETRY_S or not any(not w.done() for w in rnd.waiters):
-                del self._read_rounds[context]
-                self._issue_read_round(rnd.waiters)
-        if self._read_batch:
-            self._issue_read_round()
+    def _expire(self, waiter: int) -> None:
+        self._execute(self._core.expire(waiter))
 
     async def move_leader(self, target_member_id: int, *, timeout_s: float) -> None:
-        if self._role is not Role.LEADER:
+        core = self._core
+        if core.role is not Role.LEADER:
             raise NotLeaderError()
-        if target_member_id not in self._conf_state.voters:
+        if target_member_id not in core.conf_state.voters:
             raise BadLeaderTransfereeError()
         if target_member_id == self.member_id:
             return
-        self._node.transfer_leadership(target_member_id)
+        core.node.transfer_leadership(target_member_id)
         self._wake.set()
         deadline = time.monotonic() + timeout_s
-        while self._leader != target_member_id:
+        while core.leader != target_member_id:
             if time.monotonic() >= deadline:
                 raise RequestTimeoutError()
             self._leader_changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._leader_changed.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                continue
 
     async def snapshot_stream(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
@@ -554,289 +507,28 @@ class NodeDriver:
         while not self._stopped:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            self._node.tick()
-            self._retry_stale_reads()
+            self._execute(self._core.tick())
             self._wake.set()
 
     async def _ready_loop(self) -> None:
         while not self._stopped:
             await self._wake.wait()
             self._wake.clear()
-            while self._node.has_ready() and not self._stopped:
-                rd = self._node.ready()
-                try:
-                    await self._handle_ready(rd)
-                finally:
-                    self._node.advance(rd)
-                await self._maybe_snapshot()
-
-    async def _handle_ready(self, rd: Ready) -> None:
-        if rd.soft_state is not None:
-            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
-        if rd.hard_state is not None:
-            self._term = rd.hard_state.term
-        if self._forwarded_commands and rd.entries:
-            self._find_forwarded(rd.entries)
-        transport = self._transport
-        if transport is not None and rd.messages:
-            transport.send(rd.messages)
-        committed = rd.committed_entries
-        # The Ready loop hands committed entries to the apply thread and moves on: a large apply
-        # (deleting a big prefix takes seconds) must not stop heartbeats and acks, or the leader
-        # loses its quorum. Entries already in the stable log need not wait for the persist
-        # (they are durable on a quorum, and locally); entries that arrive in this very Ready,
-        # and anything after a snapshot, only go after it.
-        stable: Sequence[Entry] = ()
-        if rd.snapshot is None:
-            split = len(committed)
-            if rd.entries and committed:  # committed indexes are contiguous
-                split = max(0, min(split, rd.entries[0].index - committed[0].index))
-            stable, committed = committed[:split], committed[split:]
-        else:
-            # Installing a snapshot replaces the state machine: every earlier apply first.
-            await self._applies_done()
-        persisted: asyncio.Future[None] | None = None
-        if rd.must_sync:
-            # A commit index skipped below rides along with the next write.
-            hard_state = rd.hard_state or self._unsaved_hard_state
-            self._unsaved_hard_state = None  # before the await: a stop must never write it later
-            persisted = self._disk.submit(self._persist, rd, hard_state)
-        if stable:
-            # Handed over after the persist: on the disk thread it then runs behind it, and the
-            # acks this Ready releases do not wait for it.
-            self._apply(stable)
-        if persisted is not None:
-            await persisted
-        elif rd.hard_state is not None:
-            # Only the commit index moved. Losing it in a crash is harmless: the leader tells it
-            # again, and applying is idempotent. So no LMDB commit and fsync of its own, which
-            # was one of every two on a follower at low load (etcd does not sync these either).
-            self._unsaved_hard_state = rd.hard_state
-        if transport is not None and rd.persisted_messages:
-            transport.send(rd.persisted_messages)
-        if rd.snapshot is not None:
-            self._applied = max(self._applied, self._sm.applied_index(), rd.snapshot.meta.index)
-            self._conf_state = rd.snapshot.meta.conf_state
-        if committed:
-            self._apply(committed)
-        for read_state in rd.read_states:
-            self._on_read_state(read_state.index, read_state.context)
-        self._release_reads()
-        # Bounded: when the state machine falls this far behind, the loop waits for it.
-        await self._applies_at_most(_MAX_APPLIES_IN_FLIGHT)
-
-    def _apply(self, entries: Sequence[Entry]) -> None:
-        """Apply ``entries`` after every batch handed over before, on one of two threads.
-
-        A small batch of plain puts (and entries the state machine skips) goes to the disk
-        thread when the apply thread has nothing to do: py-lmdb gives up and retakes the GIL
-        around every LMDB call, so each extra thread doing so trades the GIL with the event loop
-        (paired check perf m runs: ~3% more throughput, shorter tail; docs/performance.md).
-        Anything that may take long (a DeleteRange of a big prefix, a txn, a compaction) goes to
-        the apply thread, so a persist never waits behind it: the Ready loop waits for each
-        persist, and a stalled Ready loop stops answering heartbeats. Batches still apply one at
-        a time, in order: the disk thread only gets a batch when the apply thread is idle, and
-        the apply thread waits for the disk thread's last batch before its own.
-        """
-        if self._apply_thread_batches == 0 and _is_light(entries):
-            done = threading.Event()
-            self._last_disk_apply = done
-            future = self._disk.submit(_apply_then_set, self._sm, entries, done)
-        else:
-            self._apply_thread_batches += 1
-            future = self._apply_thread.submit(
-                _wait_then_apply, self._sm, entries, self._last_disk_apply
-            )
-            future.add_done_callback(self._apply_thread_batch_done)
-        self._applying.append(future)
-        # Batches finish, and these callbacks run, in the order given.
-        future.add_done_callback(functools.partial(self._applied_batch, entries))
-
-    def _apply_thread_batch_done(self, _future: asyncio.Future[list[ApplyResult]]) -> None:
-        self._apply_thread_batches -= 1
-
-    def _applied_batch(
-        self, entries: Sequence[Entry], future: asyncio.Future[list[ApplyResult]]
-    ) -> None:
-        if self._applying and self._applying[0] is future:
-            self._applying.popleft()
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            if not self._stopped:
-                logger.critical(
-                    "member %x: applying entries %d-%d failed; stopping",
-                    self.member_id,
-                    entries[0].index,
-                    entries[-1].index,
-                    exc_info=error,
-                )
-                self.failed.set()
-            return
-        self._on_applied(entries, future.result())
-        self._release_reads()
-
-    async def _applies_done(self) -> None:
-        await self._applies_at_most(0)
-
-    async def _applies_at_most(self, batches: int) -> None:
-        """Wait until at most ``batches`` apply batches are queued.
-
-        A batch leaves the queue in its done-callback, which the loop runs on a later pass than
-        the one that completed it. Awaiting an already-done future does not yield, so awaiting
-        the head directly spun forever, at 100% CPU, whenever the head was done but its callback
-        had not run yet (a one-member cluster under load hit it within seconds).
-        ``asyncio.wait`` always yields, and never cancels the apply it waits for.
-        """
-        while len(self._applying) > batches:
-            await asyncio.wait((self._applying[0],))
-
-    def _persist(self, rd: Ready, hard_state: HardState | None) -> None:
-        snapshot = rd.snapshot
-        if snapshot is not None:
-            # The state machine first: a crash in between must never leave a log that starts
-            # after what the state machine has applied.
-            path = Path(snapshot.data.decode()) if snapshot.data else None
-            if path is not None and path.exists():
-                with path.open("rb") as f:
-                    self._sm.restore(iter(lambda: f.read(1 << 20), b""))
-                path.unlink()
-            snapshot = Snapshot(snapshot.meta, b"")
-        self._log.save(hard_state, rd.entries, snapshot, sync=True)
-
-    def _on_soft_state(self, leader: int, role: Role) -> None:
-        if leader != self._leader:
-            logger.info("member %x: leader is now %x", self.member_id, leader)
-        self._leader = leader
-        self._role = role
-        self._leader_changed.set()
-
-    def _on_applied(self, entries: Sequence[Entry], results: Sequence[ApplyResult]) -> None:
-        by_index = {r.index: r.result for r in results}
-        for entry in entries:
-            result = by_index.get(entry.index)
-            self._remember(entry.index, entry.term, result)
-            pending = self._pending.pop(entry.index, None)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result((entry.term, result))
-            if entry.data[:2] == _ATTRIBUTES_MAGIC:
-                self._on_member_attributes(entry.data[2:])
-        self._applied = entries[-1].index
-        for listener in tuple(self._apply_listeners):
-            listener()
-
-    def _remember(self, index: int, term: int, result: Response | KVError | None) -> None:
-        self._recent.append((index, term, result))
-        self._recent_by_index[index] = (term, result)
-        if len(self._recent) > _RECENT_RESULTS:
-            old_index, _, _ = self._recent.popleft()
-            self._recent_by_index.pop(old_index, None)
-
-    def _on_read_state(self, index: int, context: bytes) -> None:
-        rnd = self._read_rounds.pop(context, None)
-        if rnd is None:
-            return
-        for waiter in rnd.waiters:
-            self._read_waiting.append((index, waiter))
-        if self._read_batch:
-            self._issue_read_round()
-
-    def _release_reads(self) -> None:
-        if not self._read_waiting:
-            return
-        still: list[tuple[int, asyncio.Future[None]]] = []
-        for index, waiter in self._read_waiting:
-            if waiter.done():
-                continue
-            if index <= self._applied:
-                waiter.set_result(None)
-            else:
-                still.append((index, waiter))
-        self._read_waiting = still
-
-    async def _maybe_snapshot(self) -> None:
-        # A restored state-machine image can be newer than the log (the leader dumps its current
-        # state under an older snapshot's metadata): a snapshot index must exist in the log.
-        index = min(self._applied, self._log.last_index())
-        if index - self._snapshot_index < self.config.snapshot_count:
-            return
-        conf = self._conf_state
-        keep = self.config.snapshot_catchup_entries
-        await self._disk.submit(self._take_snapshot, index, conf, keep)
-        self._snapshot_index = index
-
-    def _take_snapshot(self, index: int, conf: ConfState, keep: int) -> None:
-        started = time.monotonic()
-        self._log.create_snapshot(index, conf, b"")
-        if index - keep > self._log.first_index():
-            self._log.compact(index - keep)
-        logger.info(
-            "member %x: snapshot at index %d (%.0f ms)",
-            self.member_id,
-            index,
-            (time.monotonic() - started) * 1000,
-        )
-
-    # -- member attributes -----------------------------------------------------------------
+            self._execute(self._core.pump())
 
     async def _publish_attributes(self) -> None:
         """Tell the cluster our name and client URLs, through the log, until it sticks."""
-        me = self._members.get(self.member_id)
-        if me is None:
+        data = self._attributes.publication(self.member_id)
+        if data is None:
             return
-        record = {"id": me.id, "name": me.name, "client_urls": list(me.client_urls)}
-        data = _ATTRIBUTES_MAGIC + json.dumps(record, sort_keys=True).encode()
+        start = functools.partial(self._core.propose, command=data)
         while not self._stopped:
             try:
-                term, (applied_term, _) = await self._replicate(data, self._election_timeout_s())
+                await self._wait(start, self._election_timeout_s())
             except KVError:
                 await asyncio.sleep(self._election_timeout_s() / 2)
                 continue
-            if term == applied_term:
-                return
-
-    def _on_member_attributes(self, data: bytes) -> None:
-        try:
-            record = json.loads(data)
-            member_id, name = int(record["id"]), str(record["name"])
-            client_urls = tuple(str(u) for u in record["client_urls"])
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring malformed member attributes %r", data[:200])
             return
-        current = self._members.get(member_id)
-        if current is None or (current.name, current.client_urls) == (name, client_urls):
-            return
-        self._members[member_id] = dataclasses.replace(current, name=name, client_urls=client_urls)
-        self._save_member_attributes()
-
-    def _load_member_attributes(self) -> None:
-        if self._members_path is None or not self._members_path.exists():
-            return
-        try:
-            records = json.loads(self._members_path.read_text())
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable %s: %s", self._members_path, exc)
-            return
-        for record in records:
-            self._on_member_attributes(json.dumps(record).encode())
-
-    def _save_member_attributes(self) -> None:
-        if self._members_path is None:
-            return
-        records = [
-            {"id": m.id, "name": m.name, "client_urls": list(m.client_urls)}
-            for m in self._members.values()
-        ]
-        tmp = self._members_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records, sort_keys=True))
-        tmp.replace(self._members_path)
-
-    def _fail_all(self, error: KVError) -> None:
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(error)
-        self._pending.clear()
 
 
 def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
@@ -848,11 +540,6 @@ def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
     raft_log.save(
         HardState(term=1, vote=0, commit=1), (), Snapshot(SnapshotMeta(1, 1, conf), b""), sync=True
     )
-
-
-def _is_light(entries: Sequence[Entry]) -> bool:
-    """Whether applying ``entries`` is bounded and quick: few, and each quick on its own."""
-    return len(entries) <= _LIGHT_APPLY_MAX_ENTRIES and all(map(quick_to_apply, entries))
 
 
 def _apply_then_set(
@@ -870,13 +557,6 @@ def _wait_then_apply(
     if after is not None:
         after.wait()  # the disk thread's last batch, which comes before this one
     return sm.apply(entries)
-
-
-def _snapshot_index(raft_log: DurableLog) -> int:
-    try:
-        return raft_log.snapshot().meta.index
-    except SnapshotTemporarilyUnavailable:
-        return 0
 
 
 def _file_size(path: Path) -> int:

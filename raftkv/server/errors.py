@@ -6,31 +6,26 @@ table in the servicers maps every error without string matching.
 
 from __future__ import annotations
 
+from raftkv.driver.errors import (
+    LeaderChangedError,
+    NoLeaderError,
+    RequestTimeoutError,
+    ServerStoppedError,
+)
 from raftkv.kv.errors import KVError
 
-
-class NoLeaderError(KVError):
-    code = "UNAVAILABLE"
-    text = "etcdserver: no leader"
-
-
-class LeaderChangedError(KVError):
-    """The proposal was definitely superseded by another entry: it will never apply."""
-
-    code = "UNAVAILABLE"
-    text = "etcdserver: leader changed"
-
-
-class RequestTimeoutError(KVError):
-    """The deadline passed; the write may or may not have been applied."""
-
-    code = "UNAVAILABLE"
-    text = "etcdserver: request timed out"
-
-
-class ServerStoppedError(KVError):
-    code = "UNAVAILABLE"
-    text = "etcdserver: server stopped"
+__all__ = [
+    "BadLeaderTransfereeError",
+    "LeaderChangedError",
+    "MemberNotFoundError",
+    "NoLeaderError",
+    "NotCapableError",
+    "NotLeaderError",
+    "RequestTimeoutError",
+    "RequestTooLargeError",
+    "ServerStoppedError",
+    "TooManyRequestsError",
+]
 
 
 class TooManyRequestsError(KVError):

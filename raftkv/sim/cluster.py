@@ -10,26 +10,33 @@ decide to act, and the fault scheduler), shuffles them, and runs them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from raftkv.driver import Fail, Forward, Resolve
 from raftkv.errors import RaftKVError
+from raftkv.kv.state_machine import ApplyResult
 from raftkv.raft.messages import InstallSnapshot, Message, VoteResponse
 from raftkv.raft.ready import Ready
-from raftkv.raft.types import ConfState, Entry, Index, NodeId, Role, Snapshot, Term
+from raftkv.raft.types import ConfState, Entry, Index, NodeId, Role, Snapshot, SnapshotMeta, Term
 from raftkv.sim.chooser import Chooser, pick
-from raftkv.sim.clients import Client, Workload
+from raftkv.sim.clients import SimClient, Workload
 from raftkv.sim.invariants import InvariantChecker
 from raftkv.sim.network import (
+    ForwardPacket,
+    Packet,
+    RefusalPacket,
     SimNetwork,
     SwizzleClog,
     describe_message,
     describe_ready,
     make_partition,
 )
-from raftkv.sim.node import STAGE_NAMES, SimNode, SimulationError
+from raftkv.sim.node import SimNode, SimulationError
 from raftkv.sim.options import SimOptions
+from raftkv.sim.state import StateAgreement
 from raftkv.sim.stats import Stats
 from raftkv.testing.history import OpKind
 from raftkv.testing.linearizability import CheckResult, check_history
@@ -51,9 +58,9 @@ class SimCluster:
             delay_min=opts.delay_min_ticks,
             delay_max=opts.delay_max_ticks,
         )
-        if opts.report_transport:
-            self.network.on_drop = self._transport_drop
+        self.network.on_drop = self._transport_drop
         self.checker = InvariantChecker(len(self.ids))
+        self.agreement = StateAgreement()
         self.now = 0
         self.stats = Stats()
         self._trace = hashlib.sha256()
@@ -154,23 +161,67 @@ class SimCluster:
         chooser = self.chooser
         if chooser.chance(self.skip_prob):
             return
-        node.raw.tick()
+        node.tick()
         if chooser.chance(self.double_prob):
-            node.raw.tick()
+            node.tick()
 
-    def step_message(self, msg: Message) -> None:
+    def step_message(self, msg: Packet) -> None:
         node = self.by_id.get(msg.dst)
-        if node is not None and node.alive:
-            if self.verbose:
-                self.note(f"recv {describe_message(msg)}")
-            node.raw.step(msg)
-            if self.opts.report_transport and isinstance(msg, InstallSnapshot):
-                sender = self.by_id.get(msg.src)
-                if sender is not None and sender.alive:
-                    sender.raw.report_snapshot(msg.dst, True)
+        if node is None or not node.alive:
+            if isinstance(msg, ForwardPacket):  # the stream to a dead member broke
+                self._forward_lost(msg.src, msg.incarnation, msg.forward_id)
+            return
+        if self.verbose:
+            self.note(f"recv {describe_message(msg)}")
+        if isinstance(msg, ForwardPacket):
+            self._deliver_forward(node, msg)
+            return
+        if isinstance(msg, RefusalPacket):
+            if node.incarnation == msg.incarnation:
+                node.request(node.core.forwards_rejected((msg.forward_id,), msg.refusal))
+            return
+        node.step(msg)
+        if self.opts.report_transport and isinstance(msg, InstallSnapshot):
+            sender = self.by_id.get(msg.src)
+            if sender is not None and sender.alive:
+                sender.raw.report_snapshot(msg.dst, True)
 
-    def _transport_drop(self, msg: Message, cut: bool) -> None:
+    def _deliver_forward(self, leader: SimNode, msg: ForwardPacket) -> None:
+        refusal = leader.core.handle_forwards((msg.command,))
+        leader.request([])
+        if refusal is not None:
+            reply = RefusalPacket(leader.id, msg.src, msg.incarnation, msg.forward_id, refusal)
+            self.network.send(reply)
+        elif self.chooser.chance(self.network.drop_prob):
+            # The stream broke just after the leader read the forward: the sender cannot tell
+            # this from a forward lost on the way, and must not send it again.
+            self._forward_lost(msg.src, msg.incarnation, msg.forward_id)
+
+    def _forward_lost(self, sender_id: NodeId, incarnation: int, forward_id: int) -> None:
+        sender = self.by_id.get(sender_id)
+        if sender is not None and sender.alive and sender.incarnation == incarnation:
+            sender.request(sender.core.forwards_lost((forward_id,)))
+
+    def forward(self, node: SimNode, forward: Forward) -> None:
+        """A member forwards a client's write to the leader it knows."""
+        if (node.id, forward.to) in self.network.blocked:  # no link: certainly not sent
+            node.request(node.core.forwards_rejected((forward.forward_id,), None))
+            return
+        packet = ForwardPacket(
+            node.id, forward.to, node.incarnation, forward.forward_id, forward.command
+        )
+        self.network.send(packet)
+
+    def _transport_drop(self, msg: Packet, cut: bool) -> None:
         """The transport tells the sender what it knows about a lost message."""
+        if isinstance(msg, ForwardPacket):
+            self._forward_lost(msg.src, msg.incarnation, msg.forward_id)
+            return
+        if isinstance(msg, RefusalPacket):  # the refusal's stream broke: outcome unknown
+            self._forward_lost(msg.dst, msg.incarnation, msg.forward_id)
+            return
+        if not self.opts.report_transport:
+            return
         sender = self.by_id.get(msg.src)
         if sender is None or not sender.alive:
             return
@@ -183,7 +234,7 @@ class SimCluster:
         """Deliver the k-th in-flight message now (scripted / hypothesis runs)."""
         msg = self.network.take(k)
         if msg is not None:
-            self.log(f"deliver {type(msg).__name__} {msg.src}>{msg.dst} t{msg.term}")
+            self.log(f"deliver {describe_message(msg)}")
             self.step_message(msg)
 
     def run_pipeline(self, node: SimNode) -> None:
@@ -204,10 +255,10 @@ class SimCluster:
         self.stats.crashes += 1
         self.workload.node_crashed(node.id)
         self._drain_notes()
-        stage = STAGE_NAMES[node.stage]
+        work = node.describe()
         kept = node.crash()
         self.roles.pop(node.id, None)
-        self.log(f"crash n{node.id} at stage {stage}, kept {kept} unsynced txns")
+        self.log(f"crash n{node.id} with {work}, kept {kept} unsynced txns")
         self.checker.check_durable([n.disk.durable for n in self.nodes], f"crash of {node.id}")
 
     def restart(self, node: SimNode) -> None:
@@ -352,14 +403,16 @@ class SimCluster:
 
     # ----------------------------------------------------------------------------- clients
 
-    def client_op(self, client: Client, kind: OpKind | None = None, key: str | None = None) -> None:
+    def client_op(
+        self, client: SimClient, kind: OpKind | None = None, key: str | None = None
+    ) -> None:
         """The client invokes one op (random unless given) against a node of its choice."""
         if client.op is not None:
             return
         live = [n for n in self.nodes if n.alive]
         if not live:
             return
-        node, chosen_kind, chosen_key = self.workload.choose(client, live, self.by_id)
+        node, chosen_kind, chosen_key = self.workload.choose(live)
         self.workload.invoke(client, node, kind or chosen_kind, key or chosen_key, self.now)
         self._drain_notes()
 
@@ -371,12 +424,19 @@ class SimCluster:
             notes.clear()
 
     def expire_ops(self) -> None:
-        self.workload.expire(self.now)
+        self.workload.expire(self.now, self.by_id)
         self._drain_notes()
 
     # ----------------------------------------------------------------------------- node hooks
 
-    def send(self, msg: Message) -> None:
+    def send(self, node: SimNode, msg: Message) -> None:
+        if isinstance(msg, VoteResponse) and msg.granted and not msg.pre_vote:
+            self.checker.vote_granted(node.id, msg.term, msg.dst)
+        if isinstance(msg, InstallSnapshot):
+            # As the server's transport: the snapshot carries the sender's state machine image
+            # as of now, which may be newer than the snapshot's index.
+            image = b"".join(node.sm.snapshot_chunks())
+            msg = dataclasses.replace(msg, snapshot=Snapshot(msg.snapshot.meta, image))
         self.network.send(msg)
 
     def _term_at(self, node: SimNode, rd: Ready | None, index: Index) -> Term | None:
@@ -397,8 +457,12 @@ class SimCluster:
     def on_ready(self, node: SimNode, rd: Ready) -> None:
         if self.verbose:
             self.note(f"n{node.id} {describe_ready(rd)}")
+        if not rd.must_sync:
+            self._check_needs_no_sync(node, rd)
         checker = self.checker
         hs = rd.hard_state
+        if hs is not None:
+            checker.commit_seen(hs.commit)
         if hs is not None and hs.commit > 0:
             entry_term = self._term_at(node, rd, hs.commit)
             if entry_term is not None and entry_term > 0:
@@ -430,41 +494,49 @@ class SimCluster:
         checker.leader_elected(node.id, status.term)
         checker.check_leader_log(node.id, status.term, lambda index: self._term_at(node, rd, index))
 
-    def on_persisted(self, node: SimNode, rd: Ready, prev_term: int) -> None:
-        if rd.entries:
-            self.checker.entries_persisted(node.id, rd.entries, prev_term)
+    def _check_needs_no_sync(self, node: SimNode, rd: Ready) -> None:
+        """The Ready contract: entries, a snapshot, or a new term or vote must be fsynced
+        (etcd's MustSync); only a commit-index change may skip it."""
+        hs, old = rd.hard_state, node.disk.storage.hard_state
+        if (
+            rd.entries
+            or rd.snapshot is not None
+            or (hs is not None and (hs.term != old.term or hs.vote != old.vote))
+        ):
+            raise self.fail(
+                f"node {node.id}: Ready with must_sync=False carries entries, a snapshot or a"
+                f" new term/vote: hard state {old} -> {hs}, {len(rd.entries)} entries"
+            )
+
+    def on_persisted(self, node: SimNode, entries: Sequence[Entry], prev_term: int) -> None:
+        self.checker.entries_persisted(node.id, entries, prev_term)
 
     def on_durable(self, node: SimNode) -> None:
         self.checker.check_durable([n.disk.durable for n in self.nodes], f"sync on {node.id}")
 
-    def on_persisted_sent(self, node: SimNode, msg: Message) -> None:
-        if isinstance(msg, VoteResponse) and msg.granted and not msg.pre_vote:
-            self.checker.vote_granted(node.id, msg.term, msg.dst)
-
-    def on_snapshot_applied(self, node: SimNode, snapshot: Snapshot) -> None:
-        meta = snapshot.meta
+    def on_snapshot_restored(self, node: SimNode, meta: SnapshotMeta) -> None:
         self.stats.snapshots_installed += 1
         self.log(f"snapshot-restore n{node.id} {meta.index}")
-        self.checker.snapshot_committed(node.id, meta.index, meta.term, snapshot.data)
+        self.checker.snapshot_committed(node.id, meta.index, meta.term, b"")
 
-    def on_snapshot_taken(self, node: SimNode, snapshot: Snapshot) -> None:
-        meta = snapshot.meta
+    def on_snapshot_taken(self, node: SimNode, meta: SnapshotMeta) -> None:
         self.stats.snapshots_taken += 1
-        self.checker.snapshot_committed(node.id, meta.index, meta.term, snapshot.data)
+        self.checker.snapshot_committed(node.id, meta.index, meta.term, b"")
 
-    def on_applied(self, node: SimNode, entry: Entry, request_id: int, success: bool) -> None:
+    def on_applied(
+        self, node: SimNode, entries: Sequence[Entry], results: Sequence[ApplyResult]
+    ) -> None:
         checker = self.checker
         before = checker.max_committed
-        checker.entry_applied(node.id, entry)
-        self.stats.applied += 1
+        for entry in entries:
+            checker.entry_applied(node.id, entry)
+        self.stats.applied += len(entries)
         if checker.max_committed != before:
             checker.check_durable([n.disk.durable for n in self.nodes], "commit")
-        if request_id != 0:
-            self.workload.applied(node.id, request_id, success, node.kv)
-            self._drain_notes()
+        self.agreement.applied(node.id, node.sm)
 
-    def on_read(self, node: SimNode, context: bytes) -> None:
-        self.workload.read_ready(node.id, context, node.kv)
+    def on_outcome(self, node: SimNode, outcome: Resolve | Fail) -> None:
+        self.workload.outcome(node, outcome)
         self._drain_notes()
 
     # ----------------------------------------------------------------------------- checks
@@ -486,10 +558,11 @@ class SimCluster:
             if not node.alive:
                 continue
             status = node.raw.status()
-            if node.kv.applied > status.commit:
-                raise self.fail(
-                    f"node {node.id} applied {node.kv.applied} > commit {status.commit}"
-                )
+            # A member's own commit index can lag its state machine after a restart (the commit
+            # index is not written on its own), but nothing uncommitted may ever apply.
+            applied, committed = node.sm.applied_index(), self.checker.max_commit_seen
+            if applied > committed:
+                raise self.fail(f"node {node.id} applied {applied} > any commit {committed}")
             if status.role == Role.LEADER:
                 other = leaders.setdefault(status.term, node.id)
                 if other != node.id:
@@ -538,9 +611,12 @@ class SimCluster:
                 return f"node {s.id} follows {s.leader} in term {s.term}"
         if lead.commit < self.checker.max_committed:
             return f"leader commit {lead.commit} < committed {self.checker.max_committed}"
-        digests = {n.kv.digest() for n in self.nodes}
-        if len(digests) != 1 or any(n.kv.applied != lead.commit for n in self.nodes):
-            return "state machines differ: " + " | ".join(sorted(digests))[:300]
+        if any(n.sm.applied_index() != lead.commit for n in self.nodes):
+            applied = [n.sm.applied_index() for n in self.nodes]
+            return f"applied {applied}, leader commit {lead.commit}"
+        hashes = {self.agreement.hash_kv(n.sm) for n in self.nodes}
+        if len(hashes) != 1:
+            raise self.fail(f"state machines differ at applied index {lead.commit}: {hashes}")
         if self.workload.pending:
             return f"{len(self.workload.pending)} client ops pending"
         return None
@@ -556,7 +632,8 @@ class SimCluster:
     def fingerprint(self) -> str:
         """A digest of the final state, folded into the trace hash."""
         parts = [
-            f"n{n.id}:{n.kv.digest().replace(chr(10), ',')}:{n.disk.durable.last_index()}"
+            f"n{n.id}:{n.sm.applied_index()}:{self.agreement.hash_kv(n.sm)}"
+            f":{n.disk.durable.last_index()}"
             for n in self.nodes
         ]
         self.log("final " + " ".join(parts))

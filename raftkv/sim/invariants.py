@@ -39,6 +39,7 @@ class InvariantChecker:
         "_votes",
         "committed",
         "leaders",
+        "max_commit_seen",
         "max_committed",
         "max_committed_term",
         "quorum",
@@ -54,6 +55,8 @@ class InvariantChecker:
         """hard-state term -> (highest commit index seen with it, term of that entry)."""
         self.max_committed: Index = 0
         self.max_committed_term: Term = 0
+        self.max_commit_seen: Index = 0
+        """The highest commit index any node's hard state (or snapshot) carried."""
         self._snapshots: dict[Index, bytes] = {}
         self._votes: dict[tuple[NodeId, Term], NodeId] = {}
 
@@ -99,6 +102,11 @@ class InvariantChecker:
             prev_term = e.term
 
     # -- 3. leader completeness -------------------------------------------------------------
+
+    def commit_seen(self, index: Index) -> None:
+        """Some node's hard state carried commit ``index`` (a snapshot's index counts too)."""
+        if index > self.max_commit_seen:
+            self.max_commit_seen = index
 
     def commit_observed(self, node: NodeId, hs_term: Term, index: Index, entry_term: Term) -> None:
         """A node's hard state says (term ``hs_term``, commit ``index``): the entry at ``index``
@@ -160,6 +168,7 @@ class InvariantChecker:
 
     def snapshot_committed(self, node: NodeId, index: Index, term: Term, data: bytes) -> None:
         """A snapshot at ``index`` was taken or installed: everything up to it is committed."""
+        self.commit_seen(index)
         seen = self.committed.get(index)
         if seen is None:
             self.committed[index] = (term, None)

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from raftkv.driver import Refusal
 from raftkv.raft.messages import AppendEntries, InstallSnapshot, Message
 from raftkv.raft.ready import Ready
 from raftkv.raft.types import Entry, NodeId
 from raftkv.sim.chooser import Chooser, pick
 
 __all__ = [
+    "ForwardPacket",
     "Link",
+    "Packet",
+    "RefusalPacket",
     "SimNetwork",
     "SwizzleClog",
     "describe_message",
@@ -29,14 +34,45 @@ Link = tuple[NodeId, NodeId]
 """A directed link (src, dst)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardPacket:
+    """A client's write that a follower forwards to the leader (the peer stream carries it)."""
+
+    src: NodeId
+    dst: NodeId
+    incarnation: int
+    """The sender's: a restarted member has new streams, so nothing about an old one reaches it."""
+    forward_id: int
+    command: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalPacket:
+    """The leader's only answer to a forward: it turned it down (nothing was proposed)."""
+
+    src: NodeId
+    dst: NodeId
+    incarnation: int
+    """The forward's sender's (``dst``) incarnation."""
+    forward_id: int
+    refusal: Refusal
+
+
+Packet = Message | ForwardPacket | RefusalPacket
+
+
 def _entries(entries: Sequence[Entry]) -> str:
     if not entries:
         return "[]"
     return f"[{entries[0].index}..{entries[-1].index} t{entries[0].term}..t{entries[-1].term}]"
 
 
-def describe_message(msg: Message) -> str:
+def describe_message(msg: Packet) -> str:
     """One short line for traces (entries and snapshot data are summarised)."""
+    if isinstance(msg, ForwardPacket):
+        return f"Forward {msg.src}>{msg.dst} id={msg.forward_id} {msg.command[:40]!r}"
+    if isinstance(msg, RefusalPacket):
+        return f"Refusal {msg.src}>{msg.dst} id={msg.forward_id} {msg.refusal.value}"
     head = f"{type(msg).__name__} {msg.src}>{msg.dst} t{msg.term}"
     if isinstance(msg, AppendEntries):
         return (
@@ -69,7 +105,7 @@ def describe_ready(rd: Ready) -> str:
         parts.append(f"apply={_entries(rd.committed_entries)}")
     parts.append(f"msgs={len(rd.messages)}+{len(rd.persisted_messages)}")
     if rd.read_states:
-        parts.append(f"reads={[(r.index, r.context.decode()) for r in rd.read_states]}")
+        parts.append(f"reads={[(r.index, r.context.hex()) for r in rd.read_states]}")
     if rd.must_sync:
         parts.append("sync")
     return " ".join(parts)
@@ -182,7 +218,7 @@ class SimNetwork:
         self.delay_max = delay_max
         self.blocked: frozenset[Link] = frozenset()
         self.now = 0
-        self._heap: list[tuple[int, int, Message]] = []
+        self._heap: list[tuple[int, int, Packet]] = []
         self._seq = 0
         self.sent = 0
         self.delivered = 0
@@ -190,7 +226,7 @@ class SimNetwork:
         self.duplicated = 0
         self.extra_delay: dict[NodeId, int] = {}
         """Node -> extra ticks its outbound messages take (a slow node)."""
-        self.on_drop: Callable[[Message, bool], None] | None = None
+        self.on_drop: Callable[[Packet, bool], None] | None = None
         """Called with (message, cut) for every dropped message; ``cut``: by a partition."""
 
     def __len__(self) -> int:
@@ -204,7 +240,7 @@ class SimNetwork:
         self.delay_min = delay_min
         self.delay_max = delay_max
 
-    def _enqueue(self, msg: Message) -> None:
+    def _enqueue(self, msg: Packet) -> None:
         lo, hi = self.delay_min, self.delay_max
         delay = lo if lo == hi else lo + self.chooser.below(hi - lo + 1)
         if self.extra_delay:
@@ -214,7 +250,7 @@ class SimNetwork:
         self._seq += 1
         heapq.heappush(self._heap, (self.now + delay, self._seq, msg))
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Packet) -> None:
         self.sent += 1
         cut = (msg.src, msg.dst) in self.blocked
         if cut or self.chooser.chance(self.drop_prob):
@@ -223,15 +259,16 @@ class SimNetwork:
                 self.on_drop(msg, cut)
             return
         self._enqueue(msg)
-        if self.chooser.chance(self.dup_prob):
+        # The peer stream never duplicates a forward (a duplicate would propose a write twice).
+        if isinstance(msg, Message) and self.chooser.chance(self.dup_prob):
             self.duplicated += 1
             self._enqueue(msg)
 
-    def pop_due(self) -> list[Message]:
+    def pop_due(self) -> list[Packet]:
         """Remove and return the messages due by ``now`` whose link is not cut."""
         heap = self._heap
         now = self.now
-        out: list[Message] = []
+        out: list[Packet] = []
         blocked = self.blocked
         while heap and heap[0][0] <= now:
             msg = heapq.heappop(heap)[2]
@@ -246,17 +283,17 @@ class SimNetwork:
 
     # -- explicit control, for scripted and hypothesis-driven runs ------------------------------
 
-    def in_flight(self) -> list[Message]:
+    def in_flight(self) -> list[Packet]:
         """Every in-flight message, earliest due first."""
         return [item[2] for item in sorted(self._heap)[: len(self._heap)]]
 
-    def _remove(self, k: int) -> Message:
+    def _remove(self, k: int) -> Packet:
         items = sorted(self._heap)
         item = items.pop(k)
         self._heap = items  # a sorted list is a valid heap
         return item[2]
 
-    def take(self, k: int) -> Message | None:
+    def take(self, k: int) -> Packet | None:
         """Remove the k-th in-flight message (see ``in_flight``) for immediate delivery;
         None if its link is cut (the message is then dropped)."""
         msg = self._remove(k)

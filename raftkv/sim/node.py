@@ -1,23 +1,47 @@
-"""SimNode: one simulated server: the production RawNode, a SimDisk and the KV state machine.
+"""SimNode: one simulated member: the production driver core over a SimDisk, with the real etcd
+state machine (``raftkv.kv``) on an in-memory backend.
 
-The Ready pipeline is split into separate stages so that a crash can land between any two:
+The server runs the driver core on its event loop, persists on a disk thread and applies on an
+apply thread. A SimNode keeps the same three as queues and runs one step at a time, in an order
+the chooser picks among the steps that could run, so a crash can land between any two steps and
+the threads' interleavings vary with the seed:
 
-    TAKE     rd = ready(); send rd.messages at once
-    PERSIST  write snapshot + entries + hard state as one transaction (fsync if must_sync)
-    SEND     send rd.persisted_messages
-    APPLY    apply the snapshot and committed entries; serve read states; maybe snapshot+compact
-    ADVANCE  advance(rd)
+    LOOP   hand one finished job's completion to the core, or pump its Ready pipeline
+    DISK   run the disk thread's next job: a Persist, a TakeSnapshot, or a light apply batch
+    APPLY  run the apply thread's next batch, once the disk batches handed over before it ran
+           (the server's apply thread waits for them the same way)
 
+The state machine survives a crash whole, as LMDB's committed transactions survive a killed
+process; the Raft log keeps what was synced plus a random prefix of the rest (``SimDisk``).
 The node reports what it does through ``NodeHooks`` (the cluster), which checks invariants and
 completes client operations.
 """
 
 from __future__ import annotations
 
+import functools
 import random
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from raftkv.driver import (
+    Action,
+    Apply,
+    CoreConfig,
+    DriverCore,
+    Fail,
+    FlushReadsSoon,
+    Forward,
+    Persist,
+    Resolve,
+    Send,
+    TakeSnapshot,
+    Worker,
+)
 from raftkv.errors import SnapshotTemporarilyUnavailable
+from raftkv.kv.backend import MemoryBackend
+from raftkv.kv.state_machine import ApplyResult, KVStateMachine
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
@@ -27,11 +51,10 @@ from raftkv.raft.types import (
     EMPTY_SNAPSHOT,
     ConfState,
     Entry,
-    EntryKind,
     Index,
     NodeId,
-    ReadState,
     Snapshot,
+    SnapshotMeta,
 )
 from raftkv.sim.chooser import Chooser
 from raftkv.sim.disk import (
@@ -43,13 +66,11 @@ from raftkv.sim.disk import (
     InstallSnapshotOp,
     SimDisk,
 )
-from raftkv.sim.kv import KVStore
 from raftkv.sim.options import SimOptions
 
-__all__ = ["STAGE_NAMES", "NodeHooks", "SimNode", "SimulationError", "snapshot_of"]
+__all__ = ["NodeHooks", "SimNode", "SimulationError", "snapshot_of"]
 
-IDLE, PERSIST, SEND, APPLY, ADVANCE = range(5)
-STAGE_NAMES = ("idle", "persist", "send", "apply", "advance")
+_LOOP, _DISK, _APPLY = "loop", "disk", "apply"
 
 
 def snapshot_of(storage: MemoryStorage) -> Snapshot:
@@ -65,40 +86,57 @@ class SimulationError(Exception):
 
 
 class NodeHooks(Protocol):
-    def send(self, msg: Message) -> None: ...
+    def send(self, node: SimNode, msg: Message) -> None: ...
+
+    def forward(self, node: SimNode, forward: Forward) -> None: ...
 
     def on_ready(self, node: SimNode, rd: Ready) -> None: ...
 
-    def on_persisted(self, node: SimNode, rd: Ready, prev_term: int) -> None: ...
+    def on_persisted(self, node: SimNode, entries: Sequence[Entry], prev_term: int) -> None: ...
 
     def on_durable(self, node: SimNode) -> None: ...
 
-    def on_persisted_sent(self, node: SimNode, msg: Message) -> None: ...
+    def on_snapshot_restored(self, node: SimNode, meta: SnapshotMeta) -> None: ...
 
-    def on_snapshot_applied(self, node: SimNode, snapshot: Snapshot) -> None: ...
+    def on_snapshot_taken(self, node: SimNode, meta: SnapshotMeta) -> None: ...
 
-    def on_snapshot_taken(self, node: SimNode, snapshot: Snapshot) -> None: ...
+    def on_applied(
+        self, node: SimNode, entries: Sequence[Entry], results: Sequence[ApplyResult]
+    ) -> None: ...
 
-    def on_applied(self, node: SimNode, entry: Entry, request_id: int, success: bool) -> None: ...
+    def on_outcome(self, node: SimNode, outcome: Resolve | Fail) -> None: ...
 
-    def on_read(self, node: SimNode, context: bytes) -> None: ...
+
+class _ObservedRawNode(RawNode):
+    """The production RawNode, reporting each Ready it hands out (for the invariant checks)."""
+
+    observer: Callable[[Ready], None]
+
+    def ready(self) -> Ready:
+        rd = super().ready()
+        self.observer(rd)
+        return rd
 
 
 class SimNode:
     __slots__ = (
+        "_apply_jobs",
+        "_disk_applies_done",
+        "_disk_applies_given",
+        "_disk_jobs",
+        "_inbox",
+        "_wake",
         "alive",
+        "backend",
         "chooser",
         "conf_state",
+        "core",
         "disk",
         "hooks",
         "id",
         "incarnation",
-        "kv",
         "opts",
-        "raw",
-        "rd",
-        "reads",
-        "stage",
+        "sm",
     )
 
     def __init__(
@@ -115,20 +153,16 @@ class SimNode:
         self.chooser = chooser
         self.hooks = hooks
         self.disk = SimDisk(conf_state)
-        self.kv = KVStore()
+        self.backend = MemoryBackend()
+        self.sm = KVStateMachine(self.backend)
         self.incarnation = 0
         self.alive = False
-        self.stage = IDLE
-        self.rd: Ready | None = None
-        self.reads: list[ReadState] = []
-        self.raw: RawNode = self._boot(chooser.fork())
+        self.core = self._boot(chooser.fork())
 
-    def _boot(self, rng: random.Random) -> RawNode:
-        """Build a RawNode over the durable state, as after a (re)start."""
+    def _boot(self, rng: random.Random) -> DriverCore:
+        """Build the core over the durable state, as after a (re)start."""
         storage = self.disk.storage
-        snap = snapshot_of(storage)
-        snap_index = snap.meta.index
-        self.kv = KVStore.restore(snap_index, snap.data)
+        applied = self.sm.applied_index()
         config = RaftConfig(
             node_id=self.id,
             election_ticks=self.opts.election_ticks,
@@ -136,116 +170,185 @@ class SimNode:
             max_size_per_msg_bytes=self.opts.max_size_per_msg_bytes,
             max_inflight_msgs=self.opts.max_inflight_msgs,
             max_uncommitted_entries_bytes=self.opts.max_uncommitted_entries_bytes,
-            applied=snap_index,
+            applied=applied,
+        )
+        raw = _ObservedRawNode(config, storage, rng)
+        raw.observer = functools.partial(self.hooks.on_ready, self)
+        core_config = CoreConfig(
+            member_id=self.id,
+            snapshot_count=self.opts.snapshot_threshold,
+            snapshot_catchup_entries=self.opts.snapshot_keep,
+            light_apply_max_entries=self.opts.light_apply_max_entries,
+            max_applies_in_flight=self.opts.max_applies_in_flight,
         )
         self.alive = True
-        self.stage = IDLE
-        self.rd = None
-        self.reads = []
-        return RawNode(config, storage, rng)
+        self._wake = True
+        self._inbox: deque[Callable[[], list[Action]]] = deque()
+        self._disk_jobs: deque[Persist | TakeSnapshot | Apply] = deque()
+        self._apply_jobs: deque[tuple[int, Apply]] = deque()
+        self._disk_applies_given = 0
+        self._disk_applies_done = 0
+        return DriverCore(core_config, raw, storage, applied=applied)
+
+    @property
+    def raw(self) -> RawNode:
+        return self.core.node
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def crash(self) -> int:
-        """Lose all memory and the unsynced writes (but a random prefix); returns how many
+        """Lose all memory and the unsynced log writes (but a random prefix); returns how many
         unsynced transactions survived."""
         kept = self.disk.crash(self.chooser)
         self.alive = False
-        self.stage = IDLE
-        self.rd = None
-        self.reads = []
-        self.kv = KVStore()
+        self._inbox.clear()
+        self._disk_jobs.clear()
+        self._apply_jobs.clear()
         return kept
 
     def restart(self) -> None:
         self.incarnation += 1
-        self.raw = self._boot(self.chooser.fork())
+        self.core = self._boot(self.chooser.fork())
 
-    # -- the Ready pipeline -----------------------------------------------------------------
+    def describe(self) -> str:
+        return (
+            f"inbox {len(self._inbox)}, disk jobs {len(self._disk_jobs)},"
+            f" apply jobs {len(self._apply_jobs)}"
+        )
+
+    # -- events from the cluster ------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.execute(self.core.tick())
+        self._wake = True
+
+    def step(self, msg: Message) -> None:
+        self.core.step((msg,))
+        self._wake = True
+
+    def request(self, actions: list[Action]) -> None:
+        """Carry out what the core answered to a client request or a transport report."""
+        self.execute(actions)
+        self._wake = True
+
+    # -- the steps --------------------------------------------------------------------------
 
     def busy(self) -> bool:
-        return self.stage != IDLE or self.raw.has_ready()
+        return bool(self._runnable())
+
+    def _runnable(self) -> list[str]:
+        steps: list[str] = []
+        if self._inbox or (self._wake and not self.core.stopped):
+            steps.append(_LOOP)
+        if self._disk_jobs:
+            steps.append(_DISK)
+        if self._apply_jobs and self._apply_jobs[0][0] <= self._disk_applies_done:
+            steps.append(_APPLY)
+        return steps
 
     def run(self, pause_prob: float) -> None:
-        """Run pipeline stages until there is no more work, pausing between two stages with
-        probability ``pause_prob`` (the rest then waits for the next call)."""
+        """Run steps until there is no more work, pausing between two steps with probability
+        ``pause_prob`` (the rest then waits for the next call)."""
         chooser = self.chooser
-        while self.alive:
-            if self.stage == IDLE and not self.raw.has_ready():
-                return
-            self.step_stage()
+        while self.alive and self.step_once() is not None:
             if chooser.chance(pause_prob):
                 return
 
-    def step_stage(self) -> None:
-        """Run exactly one stage."""
-        stage = self.stage
-        if stage == IDLE:
-            self._take()
-            return
-        rd = self.rd
-        assert rd is not None
-        if stage == PERSIST:
-            self._persist(rd)
-            self.stage = SEND
-        elif stage == SEND:
-            for msg in rd.persisted_messages:
-                self.hooks.on_persisted_sent(self, msg)
-                self.hooks.send(msg)
-            self.stage = APPLY
-        elif stage == APPLY:
-            self._apply(rd)
-            self.stage = ADVANCE
+    def step_once(self) -> str | None:
+        """Run one step the chooser picks among those that can run; returns which kind it was
+        ("loop", "disk" or "apply"), or None when there is nothing to do."""
+        steps = self._runnable()
+        if not steps:
+            return None
+        step = steps[0] if len(steps) == 1 else steps[self.chooser.below(len(steps))]
+        if step == _LOOP:
+            self._run_loop()
+        elif step == _DISK:
+            self._run_disk_job(self._disk_jobs.popleft())
         else:
-            self.raw.advance(rd)
-            self.rd = None
-            self.stage = IDLE
+            self._run_apply(self._apply_jobs.popleft()[1])
+        return step
 
-    def _take(self) -> None:
-        rd = self.raw.ready()
-        self.rd = rd
-        self.hooks.on_ready(self, rd)
-        send = self.hooks.send
-        for msg in rd.messages:
-            send(msg)
-        self.stage = PERSIST
+    def _run_loop(self) -> None:
+        if self._inbox:
+            self.execute(self._inbox.popleft()())
+            self._wake = True
+        else:
+            self._wake = False
+            self.execute(self.core.pump())
 
-    def _persist(self, rd: Ready) -> None:
-        if not rd.must_sync:
-            self._check_needs_no_sync(rd)
+    def execute(self, actions: Sequence[Action]) -> None:
+        hooks = self.hooks
+        for action in actions:
+            if isinstance(action, Send):
+                for msg in action.messages:
+                    hooks.send(self, msg)
+            elif isinstance(action, Resolve | Fail):
+                hooks.on_outcome(self, action)
+            elif isinstance(action, Apply):
+                if action.worker is Worker.DISK:
+                    self._disk_applies_given += 1
+                    self._disk_jobs.append(action)
+                else:
+                    self._apply_jobs.append((self._disk_applies_given, action))
+            elif isinstance(action, Persist | TakeSnapshot):
+                self._disk_jobs.append(action)
+            elif isinstance(action, Forward):
+                hooks.forward(self, action)
+            elif isinstance(action, FlushReadsSoon):
+                self._inbox.append(self._issue_reads)
+            # LeaderChanged, AppliedTo, RecordAttributes: nothing to do here.
+
+    def _issue_reads(self) -> list[Action]:
+        self.core.issue_reads()
+        return []
+
+    def _run_disk_job(self, job: Persist | TakeSnapshot | Apply) -> None:
+        if isinstance(job, Persist):
+            self._persist(job)
+        elif isinstance(job, TakeSnapshot):
+            self._take_snapshot(job)
+        else:
+            self._run_apply(job)
+            self._disk_applies_done += 1
+
+    def _persist(self, job: Persist) -> None:
+        restored = 0
         ops: list[DiskOp] = []
-        if rd.snapshot is not None:
-            ops.append(InstallSnapshotOp(rd.snapshot))
-        if rd.entries:
-            ops.append(AppendOp(rd.entries))
-        if rd.hard_state is not None:
-            ops.append(HardStateOp(rd.hard_state))
-        prev_term = -1
+        if job.snapshot is not None:
+            # The state machine first, as the server does.
+            if job.snapshot.data:
+                self.sm.restore((job.snapshot.data,))
+                restored = self.sm.applied_index()
+            self.hooks.on_snapshot_restored(self, job.snapshot.meta)
+            ops.append(InstallSnapshotOp(Snapshot(job.snapshot.meta, b"")))
+        if job.entries:
+            ops.append(AppendOp(job.entries))
+        if job.hard_state is not None:
+            ops.append(HardStateOp(job.hard_state))
         if ops:
-            sync = rd.must_sync or self.chooser.chance(self.opts.sync_prob)
-            self.disk.write(tuple(ops), sync=sync)
-            if rd.entries:
-                prev_term = self._term_or(rd.entries[0].index - 1)
-            self.hooks.on_persisted(self, rd, prev_term)
-            if sync:
-                self.hooks.on_durable(self)
-        elif rd.must_sync:
-            self.disk.sync()
+            prev_term = self._term_or(job.entries[0].index - 1) if job.entries else -1
+            self.disk.write(tuple(ops), sync=True)
+            if job.entries:
+                self.hooks.on_persisted(self, job.entries, prev_term)
+        self.hooks.on_durable(self)
+        self._inbox.append(functools.partial(self.core.persisted, restored))
+
+    def _take_snapshot(self, job: TakeSnapshot) -> None:
+        storage = self.disk.storage
+        ops: list[DiskOp] = [CreateSnapshotOp(job.index, job.conf_state, b"")]
+        if job.index - job.keep > storage.first_index():
+            ops.append(CompactOp(job.index - job.keep))
+        sync = self.chooser.chance(0.5)
+        self.disk.write(tuple(ops), sync=sync)
+        self.hooks.on_snapshot_taken(self, storage.snapshot().meta)
+        if sync:
             self.hooks.on_durable(self)
 
-    def _check_needs_no_sync(self, rd: Ready) -> None:
-        """The Ready contract: entries, a snapshot, or a new term or vote must be fsynced
-        (etcd's MustSync); only a commit-index change may skip it."""
-        hs, old = rd.hard_state, self.disk.storage.hard_state
-        if (
-            rd.entries
-            or rd.snapshot is not None
-            or (hs is not None and (hs.term != old.term or hs.vote != old.vote))
-        ):
-            raise SimulationError(
-                f"node {self.id}: Ready with must_sync=False carries entries, a snapshot or a"
-                f" new term/vote: hard state {old} -> {hs}, {len(rd.entries)} entries"
-            )
+    def _run_apply(self, job: Apply) -> None:
+        results = self.sm.apply(job.entries)
+        self.hooks.on_applied(self, job.entries, results)
+        self._inbox.append(functools.partial(self.core.applied_batch, job.batch, results))
 
     def _term_or(self, index: Index) -> int:
         """The term at ``index`` in the visible log, or -1 if compacted or missing."""
@@ -253,56 +356,3 @@ class SimNode:
         if index < storage.first_index() - 1 or index > storage.last_index():
             return -1
         return storage.term(index)
-
-    def _apply(self, rd: Ready) -> None:
-        hooks = self.hooks
-        if rd.snapshot is not None:
-            snap = rd.snapshot
-            if snap.meta.index <= self.kv.applied:
-                raise SimulationError(
-                    f"node {self.id}: snapshot at {snap.meta.index} handed out for apply,"
-                    f" but applied is already {self.kv.applied}"
-                )
-            self.kv = KVStore.restore(snap.meta.index, snap.data)
-            hooks.on_snapshot_applied(self, snap)
-        kv = self.kv
-        for entry in rd.committed_entries:
-            if entry.index != kv.applied + 1:
-                raise SimulationError(
-                    f"node {self.id}: committed entry {entry.index} handed out after applied"
-                    f" {kv.applied} (gap or repeat)"
-                )
-            payload = entry.data if entry.kind == EntryKind.NORMAL else b""
-            request_id, success = kv.apply(entry.index, payload)
-            hooks.on_applied(self, entry, request_id, success)
-        if rd.read_states:
-            self.reads.extend(rd.read_states)
-        if self.reads:
-            self._serve_reads()
-        self._maybe_snapshot()
-
-    def _serve_reads(self) -> None:
-        applied = self.kv.applied
-        waiting: list[ReadState] = []
-        for rs in self.reads:
-            if rs.index <= applied:
-                self.hooks.on_read(self, rs.context)
-            else:
-                waiting.append(rs)
-        self.reads = waiting
-
-    def _maybe_snapshot(self) -> None:
-        storage = self.disk.storage
-        snap_index = snapshot_of(storage).meta.index
-        applied = self.kv.applied
-        if applied - snap_index < self.opts.snapshot_threshold or applied > storage.last_index():
-            return
-        ops: tuple[DiskOp, ...] = (
-            CreateSnapshotOp(applied, self.conf_state, self.kv.snapshot()),
-            CompactOp(applied - self.opts.snapshot_keep),
-        )
-        sync = self.chooser.chance(0.5)
-        self.disk.write(ops, sync=sync)
-        self.hooks.on_snapshot_taken(self, storage.snapshot())
-        if sync:
-            self.hooks.on_durable(self)

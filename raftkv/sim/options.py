@@ -22,9 +22,9 @@ one by one in another order."""
 
 _UNCOMMITTED_ROUND_TRIPS = 8
 """Swarm worlds cap a leader's uncommitted payload at what this many round trips carry."""
-_LARGEST_COMMAND_BYTES = 32
-"""Above the largest simulated command (``c <id> <key> <expected> <new>``): a message carries
-at least one entry, however small its byte limit."""
+_LARGEST_COMMAND_BYTES = 64
+"""Above the largest simulated command (a Txn compare-and-set): a message carries at least one
+entry, however small its byte limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,10 @@ class SimOptions:
     """Take a snapshot once this many entries were applied since the last one."""
     snapshot_keep: int = 5
     """Entries kept in the log behind a snapshot."""
+    light_apply_max_entries: int = 64
+    """Largest batch of quick entries the driver core applies on the disk thread."""
+    max_applies_in_flight: int = 64
+    """Apply batches unfinished before the driver core holds its Ready pipeline back."""
     transfer_prob: float = 0.0
     campaign_prob: float = 0.0
     # -- clients -------------------------------------------------------------------------------
@@ -199,6 +203,8 @@ class SimOptions:
             freeze_leader_prob=r.choice((0.0, 0.5, 1.0)),
             slow_prob=maybe(0.4, 0.002, 0.02),
             slow_extra_ticks_max=r.randint(1, 15),
+            light_apply_max_entries=r.choice((0, 1, 4, 64)),
+            max_applies_in_flight=r.choice((0, 1, 2, 64)),
         )
         # Derived, not drawn, so every drawn option of a seed stays as it was. Without a cap a
         # leader whose followers move one tiny message at a time built a tail of hundreds of

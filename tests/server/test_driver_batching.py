@@ -20,6 +20,7 @@ import pytest
 from raftkv_storage.backend import LmdbBackend
 from raftkv_storage.log import LmdbRaftLog
 
+from raftkv.driver import ATTRIBUTES_MAGIC
 from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.kv.types import DeleteRangeRequest, PutRequest, RangeRequest
@@ -57,7 +58,7 @@ class HeldTransport:
 
     def client_forwards(self) -> list[tuple[int, int, bytes]]:
         """Forwards of client writes (the member's attributes are forwarded too)."""
-        return [f for f in self.forwards if not f[2].startswith(driver_mod._ATTRIBUTES_MAGIC)]
+        return [f for f in self.forwards if not f[2].startswith(ATTRIBUTES_MAGIC)]
 
     def read_rounds(self) -> int:
         return sum(isinstance(m, ReadIndexRequest) for m in self.sent)
@@ -117,9 +118,8 @@ async def _forwarded_put(
 
 def _waiting_client_forwards(driver: NodeDriver) -> list[bytes]:
     """Commands of client writes the driver still waits to see in its log (by either index)."""
-    commands = [f.command for f in driver._forwarded.values()]
-    commands += list(driver._forwarded_commands)
-    return [c for c in commands if not c.startswith(driver_mod._ATTRIBUTES_MAGIC)]
+    commands = driver._core._forwarder.commands()
+    return [c for c in commands if not c.startswith(ATTRIBUTES_MAGIC)]
 
 
 def _append(driver: NodeDriver, src: int, term: int, data: bytes, commit: int) -> int:
@@ -262,7 +262,7 @@ def test_concurrent_linearizable_reads_share_read_index_rounds(tmp_path: Path) -
             calls.append(asyncio.ensure_future(read()))
             await settle()
         # No leader answers: at most the cap of rounds went out, not one per read.
-        assert transport.read_rounds() == driver_mod._MAX_READ_ROUNDS_IN_FLIGHT
+        assert transport.read_rounds() == driver._core.config.max_read_rounds_in_flight
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, RequestTimeoutError) for r in results), results
         await driver.stop(transfer_leadership=False)
@@ -364,31 +364,6 @@ def test_a_commit_only_ready_is_not_written_on_its_own(tmp_path: Path) -> None:
         assert raft_log.hard_state.term == 2
 
     run(body())
-
-
-def test_waiting_for_an_apply_whose_callback_has_not_run_yet_does_not_spin(
-    tmp_path: Path,
-) -> None:
-    """A finished apply leaves the queue in its done-callback, one loop pass later. Awaiting the
-    finished future in between does not yield, so the Ready loop once spun there forever at
-    100% CPU (a one-member cluster under `etcdctl check perf` hung within seconds). The check
-    runs in a thread of its own because a spinning event loop cannot time itself out."""
-    finished = threading.Event()
-
-    async def body() -> None:
-        driver, _ = await follower(tmp_path)
-        head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        driver._applying.append(head)  # type: ignore[arg-type]
-        head.add_done_callback(lambda _: driver._applying.popleft())
-        head.set_result(None)  # done; its callback is scheduled, not run
-        await driver._applies_at_most(0)
-        finished.set()
-        await driver.stop(transfer_leadership=False)
-
-    thread = threading.Thread(target=run, args=(body(),), daemon=True)
-    thread.start()
-    thread.join(10)
-    assert finished.is_set(), "waiting for the apply queue never returned"
 
 
 def _command(index: int, request: Any) -> Entry:

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from raftkv.driver import Action, DriverCore, Send
+from raftkv.raft.ready import Ready
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry
 from raftkv.sim import disk as diskmod
-from raftkv.sim import node as nodemod
 from raftkv.sim.chooser import SeededChooser
 from raftkv.sim.cluster import SimCluster
 from raftkv.sim.invariants import InvariantChecker
-from raftkv.sim.node import SimulationError
+from raftkv.sim.node import SimNode, SimulationError
 from raftkv.sim.options import SimOptions
 from raftkv.sim.runner import run_seed
 
@@ -99,23 +102,14 @@ def test_acks_before_fsync_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_sending_persisted_messages_early_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver that sends acknowledgements before persisting (Ready step 3 before step 2)."""
-    original_take = nodemod.SimNode._take
-    original_stage = nodemod.SimNode.step_stage
+    original_take = DriverCore._take
 
-    def take(self: nodemod.SimNode) -> None:
-        original_take(self)
-        assert self.rd is not None
-        for msg in self.rd.persisted_messages:
-            self.hooks.send(msg)
+    def take(self: DriverCore, rd: Ready, out: list[Action]) -> None:
+        if rd.persisted_messages:
+            out.append(Send(rd.persisted_messages))
+        original_take(self, rd, out)
 
-    def step_stage(self: nodemod.SimNode) -> None:
-        if self.stage == nodemod.SEND:
-            self.stage = nodemod.APPLY  # already sent
-        else:
-            original_stage(self)
-
-    monkeypatch.setattr(nodemod.SimNode, "_take", take)
-    monkeypatch.setattr(nodemod.SimNode, "step_stage", step_stage)
+    monkeypatch.setattr(DriverCore, "_take", take)
     failures = []
     for seed in range(60):
         result = run_seed(seed)
@@ -125,16 +119,37 @@ def test_sending_persisted_messages_early_is_caught(monkeypatch: pytest.MonkeyPa
     assert failures, "no seed caught acknowledgements sent before persisting"
 
 
-def test_crash_between_every_pair_of_stages() -> None:
-    """Scripted: crash the leader right after each pipeline stage; safety holds throughout
-    and the cluster converges."""
+def _step_leader_until(cluster: SimCluster, leader: SimNode, kind: str) -> bool:
+    """Run the leader one step at a time (the rest of the cluster around it) until it has run
+    a step of ``kind``; False if it never did."""
+    for _ in range(300):
+        ran = leader.step_once()
+        if ran == kind:
+            return True
+        if ran is None:  # let the others answer: a tick without the leader's own pipeline
+            cluster.now += 1
+            cluster.network.now = cluster.now
+            for msg in cluster.network.pop_due():
+                cluster.step_message(msg)
+            for node in cluster.nodes:
+                if node is not leader and node.alive:
+                    node.tick()
+                    node.run(0.0)
+    return False
+
+
+def test_crash_after_every_kind_of_step() -> None:
+    """Scripted: crash the leader right after a step of each kind (its event loop, its disk
+    thread, its apply thread); safety holds throughout and the cluster converges."""
     opts = SimOptions(nodes=3, clients=3, keys=1, op_prob=0.3, snapshot_threshold=8)
-    crashed_at = []
-    for stage in range(1, 5):
-        cluster = SimCluster(opts, SeededChooser(stage), auto_faults=False)
+    crashed_after: list[str] = []
+    for seed, kind in enumerate(["loop", "disk", "apply"] * 3):
+        # Every other world applies everything on the apply thread, none of it on the disk's.
+        world = dataclasses.replace(opts, light_apply_max_entries=64 * (seed % 2))
+        cluster = SimCluster(world, SeededChooser(seed), auto_faults=False)
         for _ in range(40):
             cluster.run_tick()
-        for _ in range(6):
+        for _ in range(4):
             leader = cluster.by_id.get(cluster.leader())
             idle = [c for c in cluster.clients if c.op is None]
             if leader is None or not idle:
@@ -143,9 +158,8 @@ def test_crash_between_every_pair_of_stages() -> None:
             cluster.op_prob = 0.0
             cluster.client_op(idle[0], "write", "k0")
             cluster.op_prob = opts.op_prob
-            while leader.stage != stage and leader.busy():
-                leader.step_stage()
-            crashed_at.append(leader.stage)
+            if _step_leader_until(cluster, leader, kind):
+                crashed_after.append(kind)
             cluster.crash(leader)
             for _ in range(30):
                 cluster.run_tick()
@@ -155,7 +169,7 @@ def test_crash_between_every_pair_of_stages() -> None:
         cluster.check_invariants()
         cluster.converge(400)
         assert cluster.check_history().ok
-    assert {1, 2, 3, 4} <= set(crashed_at)
+    assert set(crashed_after) == {"loop", "disk", "apply"}
 
 
 def test_commit_rule() -> None:

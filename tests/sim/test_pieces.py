@@ -1,16 +1,23 @@
-"""Unit tests for the simulator's pieces: chooser, options, network, disk, KV store."""
+"""Unit tests for the simulator's pieces: chooser, options, network, disk, client requests,
+state agreement."""
 
 from __future__ import annotations
 
 import pytest
 
+from raftkv.kv.backend import MemoryBackend
+from raftkv.kv.codec import Command, encode_command
+from raftkv.kv.state_machine import KVStateMachine
+from raftkv.kv.types import TxnResponse
 from raftkv.raft.messages import Heartbeat
 from raftkv.raft.types import ConfState, Entry, HardState
 from raftkv.sim.chooser import SeededChooser
+from raftkv.sim.clients import read_value, write_request
 from raftkv.sim.disk import AppendOp, CompactOp, CreateSnapshotOp, HardStateOp, SimDisk
-from raftkv.sim.kv import KVStore, decode_command, encode_cas, encode_put
-from raftkv.sim.network import SimNetwork, SwizzleClog, make_partition
+from raftkv.sim.network import ForwardPacket, SimNetwork, SwizzleClog, make_partition
+from raftkv.sim.node import SimulationError
 from raftkv.sim.options import PARTITION_MODES, SimOptions
+from raftkv.sim.state import StateAgreement
 
 
 def hb(src: int, dst: int, term: int = 1) -> Heartbeat:
@@ -220,37 +227,51 @@ def test_disk_snapshot_and_compact() -> None:
 # -- kv ---------------------------------------------------------------------------------------
 
 
-def test_kv_commands_roundtrip() -> None:
-    assert decode_command(encode_put(3, "k1", 9)).value == 9
-    cmd = decode_command(encode_cas(4, "k0", None, 5))
-    assert (cmd.kind, cmd.request_id, cmd.key, cmd.expected, cmd.value) == ("c", 4, "k0", None, 5)
-    with pytest.raises(ValueError):
-        decode_command(b"x 1 2")
+def _apply(sm: KVStateMachine, index: int, request: object) -> object:
+    entry = Entry(term=1, index=index, data=encode_command(Command(index, request)))  # type: ignore[arg-type]
+    (result,) = sm.apply([entry])
+    return result.result
 
 
-def test_kv_apply_put_and_cas() -> None:
-    kv = KVStore()
-    assert kv.apply(1, b"") == (0, True)
-    assert kv.apply(2, encode_put(7, "a", 1)) == (7, True)
-    assert kv.apply(3, encode_cas(8, "a", 2, 3)) == (8, False)
-    assert kv.get("a") == 1
-    assert kv.apply(4, encode_cas(9, "a", 1, 3)) == (9, True)
-    assert kv.apply(5, encode_cas(10, "b", None, 4)) == (10, True)
-    assert kv.get("a") == 3 and kv.get("b") == 4
-    with pytest.raises(ValueError):
-        kv.apply(7, b"")
+def test_client_requests_are_etcd_puts_deletes_and_compare_and_sets() -> None:
+    sm = KVStateMachine(MemoryBackend())
+    _apply(sm, 1, write_request("a", 1, None, cas=False))
+    assert read_value(sm.store, "a") == 1
+    failed = _apply(sm, 2, write_request("a", 3, 2, cas=True))
+    assert isinstance(failed, TxnResponse) and not failed.succeeded
+    done = _apply(sm, 3, write_request("a", 3, 1, cas=True))
+    assert isinstance(done, TxnResponse) and done.succeeded
+    assert read_value(sm.store, "a") == 3
+    absent = _apply(sm, 4, write_request("b", 4, None, cas=True))  # b must not exist: it doesn't
+    assert isinstance(absent, TxnResponse) and absent.succeeded
+    again = _apply(sm, 5, write_request("b", 5, None, cas=True))
+    assert isinstance(again, TxnResponse) and not again.succeeded
+    _apply(sm, 6, write_request("a", None, None, cas=False))  # a write of "absent" deletes
+    assert read_value(sm.store, "a") is None
 
 
-def test_kv_snapshot_is_canonical() -> None:
-    a, b = KVStore(), KVStore()
-    a.apply(1, encode_put(1, "z", 1))
-    a.apply(2, encode_put(2, "a", 2))
-    b.apply(1, encode_put(1, "a", 2))
-    b.apply(2, encode_put(2, "z", 1))
-    assert a.snapshot() == b.snapshot() == b"a=2\nz=1"
-    restored = KVStore.restore(2, a.snapshot())
-    assert restored.data == a.data and restored.applied == 2
-    assert KVStore.restore(0, b"").data == {}
+def test_state_agreement_catches_members_at_different_revisions() -> None:
+    agreement = StateAgreement()
+    a, b = KVStateMachine(MemoryBackend()), KVStateMachine(MemoryBackend())
+    _apply(a, 1, write_request("k", 1, None, cas=False))
+    _apply(b, 1, write_request("k", 1, None, cas=False))
+    agreement.applied(1, a)
+    agreement.applied(2, b)
+    assert StateAgreement.hash_kv(a) == StateAgreement.hash_kv(b)
+    c = KVStateMachine(MemoryBackend())
+    c.apply([Entry(term=1, index=1)])  # a no-op at index 1: revision stays 1
+    with pytest.raises(SimulationError, match="diverged"):
+        agreement.applied(3, c)
+
+
+def test_network_never_duplicates_a_forward() -> None:
+    net = SimNetwork(SeededChooser(1), dup_prob=1.0)
+    net.send(ForwardPacket(1, 2, 0, 7, b"cmd"))
+    net.send(hb(1, 2))
+    net.now = 1
+    due = net.pop_due()
+    assert sum(isinstance(p, ForwardPacket) for p in due) == 1
+    assert sum(isinstance(p, Heartbeat) for p in due) == 2
 
 
 def test_swizzle_clogs_one_by_one_then_heals() -> None:

@@ -131,7 +131,7 @@ class RaftClusterMachine(RuleBasedStateMachine):
         """Run one stage of a node's Ready pipeline (a crash can then fall between stages)."""
         n = self._node(node)
         if n.alive and n.busy():
-            self._act(data, n.step_stage)
+            self._act(data, n.step_once)
 
     @rule(data=st.data(), kind=st.sampled_from(NEMESES), node=NODE, to=NODE)
     def nemesis(self, data, kind, node, to):
