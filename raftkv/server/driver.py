@@ -52,7 +52,7 @@ from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.ready import Ready
-from raftkv.raft.storage import LogStorage
+from raftkv.raft.storage import DurableLog
 from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
 from raftkv.server.api import Member, NodeStatus
 from raftkv.server.errors import (
@@ -83,25 +83,6 @@ _READ_RETRY_S = 0.5
 _ATTRIBUTES_MAGIC = b"MA"
 """Prefix of a log entry in which a member publishes its name and client URLs (as etcd's
 member attributes); the KV state machine skips it, the driver records it."""
-
-
-class DurableLog(LogStorage, Protocol):
-    """The Raft log the driver writes: the core's read side plus the write side."""
-
-    def save(
-        self,
-        hard_state: HardState | None,
-        entries: Sequence[Entry],
-        snapshot: Snapshot | None,
-        *,
-        sync: bool,
-    ) -> None: ...
-
-    def create_snapshot(
-        self, index: int, conf_state: ConfState, data: bytes, *, sync: bool = True
-    ) -> Snapshot: ...
-
-    def compact(self, index: int, *, sync: bool = False) -> None: ...
 
 
 class Transport(Protocol):
