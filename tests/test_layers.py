@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Source folder -> import name (design.md §3.1: storage/ and cli/ install as raftkv_*).
+# Source folder -> import name (docs/decisions.md §1: storage/ and cli/ install as raftkv_*).
 IMPORT_NAMES = {"raftkv": "raftkv", "storage": "raftkv_storage", "cli": "raftkv_cli"}
 
 IO_AND_CLOCKS = ("asyncio", "grpc", "lmdb", "socket", "threading", "time", "subprocess")
