@@ -1,4 +1,4 @@
-"""The ``raftkv`` command line: the composition root of the project (design.md §3.3, layer L5)."""
+"""The ``raftkv`` command line: the project's only composition root (docs/decisions.md §2)."""
 
 from __future__ import annotations
 

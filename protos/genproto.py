@@ -4,7 +4,7 @@
     python protos/genproto.py --check   regenerate into a temporary directory and compare
 
 Each .proto's path under protos/ is its Python module path (protos/raftkv/pb/mvccpb/kv.proto
-becomes raftkv.pb.mvccpb.kv_pb2), whatever its proto package is (design.md §4.6).
+becomes raftkv.pb.mvccpb.kv_pb2), whatever its proto package is (docs/decisions.md §6).
 
 Per .proto, protoc writes ``X_pb2.py`` (messages), ``X_pb2_grpc.py`` (services), and
 mypy-protobuf writes the stubs ``X_pb2.pyi`` and ``X_pb2_grpc.pyi`` (with grpc.aio types). Both

@@ -4,7 +4,8 @@ Static, so it sees every import, including those in functions and under ``TYPE_C
 needs no installed package. A rule names a folder, the modules it must not import (a name and
 everything below it), optionally the only ``raftkv`` modules it may import, and whether the
 module-level functions of ``random`` are banned (only the ``random.Random`` class may be used,
-seeded: its hidden global instance and an unseeded ``Random()`` differ from run to run).
+seeded: its hidden global instance and an unseeded ``Random()`` differ from run to run), and
+whether loggers must be injected (no module-level ``getLogger``, no root-logger calls).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Source folder -> import name (design.md §3.1: storage/ and cli/ install as raftkv_*).
+# Source folder -> import name (docs/decisions.md §1: storage/ and cli/ install as raftkv_*).
 IMPORT_NAMES = {"raftkv": "raftkv", "storage": "raftkv_storage", "cli": "raftkv_cli"}
 
 IO_AND_CLOCKS = ("asyncio", "grpc", "lmdb", "socket", "threading", "time", "subprocess")
@@ -31,13 +32,15 @@ class Rule:
     # If set, every import of a raftkv module must fall under one of these.
     allowed_raftkv: tuple[str, ...] | None = None
     deterministic: bool = False  # no module-level random functions, no dynamic imports
+    injected_logger: bool = False  # no logger taken at import time; the embedder passes one
     # File (relative to ROOT) -> forbidden modules it may import all the same.
     exemptions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     required: bool = True  # the folder must exist and hold Python files
 
 
 RULES = {
-    # The sans-I/O core: the standard library's pure parts and raftkv.errors only.
+    # The sans-I/O core: the standard library's pure parts and raftkv.errors only. Its logger
+    # arrives in RaftConfig, so the embedder decides where the core's lines go.
     "raft": Rule(
         folder="raftkv/raft",
         forbidden=(
@@ -53,11 +56,31 @@ RULES = {
         ),
         allowed_raftkv=("raftkv.raft", "raftkv.errors"),
         deterministic=True,
+        injected_logger=True,
+    ),
+    # etcd's KV semantics, pure: applied on every member, so it must give the same result on
+    # each, and it must not know about Raft or the server that runs it.
+    "kv": Rule(
+        folder="raftkv/kv",
+        forbidden=(*IO_AND_CLOCKS, "raftkv_storage", "raftkv_cli"),
+        allowed_raftkv=("raftkv.kv", "raftkv.errors"),
+        deterministic=True,
+    ),
+    # Pure checkers and test support that the simulator and jepsen/ import: no I/O, no clock,
+    # nothing above the core. mutation.py runs the simulator on a mutated copy of the package
+    # in child processes; only tests import it.
+    "testing": Rule(
+        folder="raftkv/testing",
+        forbidden=(*IO_AND_CLOCKS, "raftkv_storage", "raftkv_cli"),
+        allowed_raftkv=("raftkv.testing", "raftkv.raft", "raftkv.errors"),
+        deterministic=True,
+        exemptions={"raftkv/testing/mutation.py": ("subprocess",)},
     ),
     # The deterministic simulator runs the production core; nothing in it may read a clock, a
     # socket or a thread. The `python -m raftkv.sim` front-end stands outside the simulated world:
     # it may read the wall clock to stop a batch of seeds at a time budget (each run is still a
-    # pure function of its seed).
+    # pure function of its seed). raftkv.kv and the sans-I/O driver core (raftkv.driver) are
+    # allowed so the simulator can run the production state machine and driver logic.
     "sim": Rule(
         folder="raftkv/sim",
         forbidden=(
@@ -66,6 +89,14 @@ RULES = {
             "raftkv.client",
             "raftkv_storage",
             "raftkv_cli",
+        ),
+        allowed_raftkv=(
+            "raftkv.sim",
+            "raftkv.raft",
+            "raftkv.kv",
+            "raftkv.driver",
+            "raftkv.testing",
+            "raftkv.errors",
         ),
         deterministic=True,
         exemptions={"raftkv/sim/__main__.py": ("time",)},
@@ -154,6 +185,32 @@ def _dynamic_imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
                 yield node.lineno, f"dynamic import {name}() (hidden from this check)"
 
 
+_ROOT_LOGGER_CALLS = frozenset(
+    ("basicConfig", "debug", "info", "warning", "error", "exception", "critical", "log")
+)
+
+
+def _shared_loggers(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """getLogger() outside a function (taken at import time, so not injectable) and calls on
+    the root logger (``logging.info(...)``), which no embedder can redirect."""
+
+    def walk(node: ast.AST, in_function: bool) -> Iterator[tuple[int, str]]:
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = getattr(getattr(func, "value", None), "id", "")
+            if name == "getLogger" and not in_function:
+                yield node.lineno, "module-level logger (inject it, e.g. RaftConfig.logger)"
+            elif owner == "logging" and name in _ROOT_LOGGER_CALLS:
+                yield node.lineno, f"logging.{name}() uses the root logger"
+        scopes = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+        inside = in_function or isinstance(node, scopes)
+        for child in ast.iter_child_nodes(node):
+            yield from walk(child, inside)
+
+    return walk(tree, False)
+
+
 def check_source(
     source: str, rule: Rule, module: str, is_package: bool = False, filename: str = "<string>"
 ) -> list[str]:
@@ -173,6 +230,8 @@ def check_source(
     if rule.deterministic:
         found += _random_misuse(tree)
         found += _dynamic_imports(tree)
+    if rule.injected_logger:
+        found += _shared_loggers(tree)
     return [f"{filename}:{line}: {message}" for line, message in sorted(set(found))]
 
 
@@ -290,3 +349,37 @@ def test_module_names_follow_the_package_mapping() -> None:
     assert module_name(ROOT / "storage" / "env.py") == "raftkv_storage.env"
     assert module_name(ROOT / "cli" / "__init__.py") == "raftkv_cli"
     assert module_name(ROOT / "raftkv" / "raft" / "rawnode.py") == "raftkv.raft.rawnode"
+
+
+def test_checker_catches_shared_loggers_in_the_core() -> None:
+    source = """\
+import logging
+logger = logging.getLogger(__name__)
+from logging import getLogger
+log = getLogger("raftkv.raft")
+class Node:
+    log = logging.getLogger("x")
+    def __init__(self, logger=None):
+        self.logger = logger or logging.getLogger("raftkv.raft")
+        logging.info("root")
+        f = lambda: logging.getLogger("ok")
+"""
+    problems = check_source(source, RULES["raft"], "raftkv.raft.bad", filename="raft/bad.py")
+    lines = sorted(int(p.split(":")[1]) for p in problems)
+    assert lines == [2, 4, 6, 9], problems
+
+
+def test_kv_testing_and_sim_rules() -> None:
+    bad_kv = "from raftkv.raft.types import Entry\nimport time\nfrom raftkv.pb import x\n"
+    assert len(check_source(bad_kv, RULES["kv"], "raftkv.kv.bad")) == 3
+    good_kv = "from raftkv.errors import CorruptionError\nfrom raftkv.kv.types import Request\n"
+    assert check_source(good_kv, RULES["kv"], "raftkv.kv.ok") == []
+    bad_testing = "import asyncio\nfrom raftkv.server.api import NodeApi\nfrom raftkv.kv import x\n"
+    assert len(check_source(bad_testing, RULES["testing"], "raftkv.testing.bad")) == 3
+    good_testing = "from raftkv.raft.storage import DurableLog\nfrom .history import Op\n"
+    assert check_source(good_testing, RULES["testing"], "raftkv.testing.ok") == []
+    good_sim = "from raftkv.kv import KVStateMachine\nfrom raftkv.driver import core\n"
+    assert check_source(good_sim, RULES["sim"], "raftkv.sim.ok") == []
+    bad_sim = "from raftkv.server import fake_node\nfrom raftkv import __version__\n"
+    problems = check_source(bad_sim, RULES["sim"], "raftkv.sim.bad")
+    assert {int(p.split(":")[1]) for p in problems} == {1, 2}, problems

@@ -1,4 +1,4 @@
-"""The wheel holds exactly raftkv, raftkv_storage and raftkv_cli (design.md §3.1, option B).
+"""The wheel holds exactly raftkv, raftkv_storage and raftkv_cli (docs/decisions.md §1).
 
 setuptools is given an explicit package list (``package-dir`` maps storage/ and cli/ to
 ``raftkv_storage`` and ``raftkv_cli``), so a new package directory that nobody adds to the list is

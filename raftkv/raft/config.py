@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from raftkv.errors import ConfigError
 from raftkv.raft.types import Index, NodeId
+
+DEFAULT_LOGGER_NAME = "raftkv.raft"
+"""The logger the core writes to when ``RaftConfig.logger`` is None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,12 @@ class RaftConfig:
     """The state machine's durable applied index at start; entries up to it are not re-applied."""
     pre_vote: bool = True
     check_quorum: bool = True
+    logger: logging.Logger | None = field(default=None, compare=False)
+    """Where the core reports role changes, at INFO as etcd does; None means the logger named
+    ``DEFAULT_LOGGER_NAME``. Passed in rather than taken per module (as etcd-raft's
+    ``Config.Logger`` and raft-rs's ``RawNode::new(.., logger)``), so that whoever runs the
+    core decides where its lines go: a server can tag them with the member, the simulator or a
+    test can capture one node's. Nothing in the core configures logging."""
 
     def __post_init__(self) -> None:
         if self.node_id <= 0:

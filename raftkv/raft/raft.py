@@ -22,7 +22,7 @@ from raftkv.errors import (
     SnapshotTemporarilyUnavailable,
     UnavailableError,
 )
-from raftkv.raft.config import RaftConfig
+from raftkv.raft.config import DEFAULT_LOGGER_NAME, RaftConfig
 from raftkv.raft.log import RaftLog
 from raftkv.raft.messages import (
     AppendEntries,
@@ -59,8 +59,6 @@ from raftkv.raft.types import (
     Term,
 )
 
-logger = logging.getLogger(__name__)
-
 
 class Rng(Protocol):
     """The slice of ``random.Random`` the core uses; inject a seeded one for determinism."""
@@ -73,6 +71,9 @@ class Raft:
         self.config = config
         self.id = config.node_id
         self._rng = rng
+        self._logger = (
+            config.logger if config.logger is not None else logging.getLogger(DEFAULT_LOGGER_NAME)
+        )
         self.log = RaftLog(storage, config.applied)
         hard_state, conf_state = storage.initial_state()
         self.tracker = ProgressTracker(
@@ -165,7 +166,7 @@ class Raft:
         self.pending_conf_index = self.log.last_index()
         self.log.append((Entry(self.term, self.log.last_index() + 1),))
         self._needs_broadcast = True
-        logger.info("node %x became leader at term %d", self.id, self.term)
+        self._logger.info("node %x became leader at term %d", self.id, self.term)
 
     # ------------------------------------------------------------------------------------ ticks
 
@@ -188,7 +189,7 @@ class Raft:
             self.election_elapsed = 0
             if self.config.check_quorum:
                 if not self.tracker.quorum_active(self.id):
-                    logger.info("node %x lost its quorum; stepping down", self.id)
+                    self._logger.info("node %x lost its quorum; stepping down", self.id)
                     self._become_follower(self.term, NO_NODE)
                     return
                 for node, pr in self.tracker.progress.items():
@@ -339,7 +340,7 @@ class Raft:
             self.lead = m.src
             self._handle_snapshot(m.snapshot)
         elif isinstance(m, TimeoutNow):
-            logger.info("node %x received TimeoutNow; campaigning at once", self.id)
+            self._logger.info("node %x received TimeoutNow; campaigning at once", self.id)
             self.hup(transfer=True)
         elif isinstance(m, ReadIndexResponse):
             self._read_states.append(ReadState(m.index, m.context))
@@ -374,7 +375,7 @@ class Raft:
             self.log.commit_to(meta.index)
             self._send(AppendResponse(self.id, self.lead, self.term, self.log.last_index()))
             return
-        logger.info("node %x restoring snapshot at index %d", self.id, meta.index)
+        self._logger.info("node %x restoring snapshot at index %d", self.id, meta.index)
         self.log.restore(snapshot)
         self.tracker.set_conf(meta.conf_state, self.log.last_index() + 1)
         self._send(AppendResponse(self.id, self.lead, self.term, self.log.last_index()))
@@ -615,7 +616,7 @@ class Raft:
             return
         if self.lead_transferee == target:
             return
-        logger.info("node %x transferring leadership to %x", self.id, target)
+        self._logger.info("node %x transferring leadership to %x", self.id, target)
         self.lead_transferee = target
         self.election_elapsed = 0
         if self.tracker.progress[target].match == self.log.last_index():

@@ -53,7 +53,7 @@ from raftkv.kv.types import Request, Response
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
-from raftkv.raft.storage import LogStorage
+from raftkv.raft.storage import DurableLog
 from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
 from raftkv.server.api import Member, NodeStatus
 from raftkv.server.errors import (
@@ -74,25 +74,6 @@ _LEADER_CHANGED = LeaderChangedError.text.encode()
 """A forward's refusal on the wire: the leader takes no proposals now (a transfer)."""
 _REFUSAL_TEXT = {Refusal.NOT_LEADER: _NOT_LEADER, Refusal.LEADER_CHANGED: _LEADER_CHANGED}
 _READ_RETRY_S = 0.5
-
-
-class DurableLog(LogStorage, Protocol):
-    """The Raft log the driver writes: the core's read side plus the write side."""
-
-    def save(
-        self,
-        hard_state: HardState | None,
-        entries: Sequence[Entry],
-        snapshot: Snapshot | None,
-        *,
-        sync: bool,
-    ) -> None: ...
-
-    def create_snapshot(
-        self, index: int, conf_state: ConfState, data: bytes, *, sync: bool = True
-    ) -> Snapshot: ...
-
-    def compact(self, index: int, *, sync: bool = False) -> None: ...
 
 
 class Transport(Protocol):

@@ -1,7 +1,9 @@
 """The client-facing gRPC server: channel options and service registration.
 
-``client_server_options`` gives a ``grpc.aio.server`` the settings etcd's clients expect
-(etcd-facts §1.15 and §4):
+``client_server_options`` gives a ``grpc.aio.server`` the settings etcd's clients expect. The
+limits are etcd's own: ``DefaultMaxRequestBytes`` and the keepalive defaults in
+https://github.com/etcd-io/etcd/blob/main/server/embed/config.go, ``grpcOverheadBytes`` and
+``maxSendBytes`` in https://github.com/etcd-io/etcd/blob/main/server/etcdserver/api/v3rpc/grpc.go:
 
 * the receive limit is ``max_request_bytes`` plus 512 KiB, as etcd's; a larger message fails in
   gRPC (RESOURCE_EXHAUSTED), a smaller one that is still over ``max_request_bytes`` gets

@@ -1,6 +1,6 @@
 """etcd's ``etcdserverpb.KV`` service over a :class:`~raftkv.server.api.NodeApi`.
 
-Thin, as design.md §3.5 asks: convert the request, run etcd's input checks, then
+Thin (docs/decisions.md §3): convert the request, run etcd's input checks, then
 
 * Range: a serializable read is served from the local store; a linearizable one first awaits
   ``node.linearizable_barrier`` (one ReadIndex round shared by concurrent readers).

@@ -23,9 +23,10 @@ import grpc
 from raftkv.kv.backend import KVBackend
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.pb.peer import peer_pb2_grpc
+from raftkv.raft.storage import DurableLog
 from raftkv.server.api import Member
 from raftkv.server.config import ServerConfig, host_port
-from raftkv.server.driver import DriverConfig, DurableLog, NodeDriver, bootstrap_log
+from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.transport import PEER_SERVER_OPTIONS, GrpcTransport, PeerService
 

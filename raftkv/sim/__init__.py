@@ -1,4 +1,4 @@
-"""Deterministic whole-cluster simulator (design.md §1.4, §3.7).
+"""Deterministic whole-cluster simulator (docs/decisions.md §5).
 
 It runs the production Raft core (``raftkv.raft.RawNode``) in a simulated world: a network that
 drops, duplicates, delays and reorders messages and suffers symmetric, one-way, leader-isolating

@@ -5,6 +5,11 @@ has been fsynced. Writes are whole transactions; unsynced transactions wait in `
 order. ``sync`` makes them durable. A crash keeps the durable state plus a random prefix of the
 pending transactions (a transaction survives whole or not at all, like LMDB with NOSYNC), and the
 restarted node sees exactly that.
+
+SimDisk is a ``DurableLog`` (``raftkv.raft.storage``), the write interface the server's LMDB log
+implements too: ``save`` writes one Ready as one transaction, ``create_snapshot`` and ``compact``
+one each, and the read side is that of ``storage``. The ``*Op`` values let a caller compose a
+transaction of its own with ``write``.
 """
 
 from __future__ import annotations
@@ -12,8 +17,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from raftkv.errors import SnapshotTemporarilyUnavailable
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import ConfState, Entry, HardState, Index, Snapshot
+from raftkv.raft.types import (
+    EMPTY_SNAPSHOT,
+    ConfState,
+    Entry,
+    HardState,
+    Index,
+    Snapshot,
+    Term,
+)
 from raftkv.sim.chooser import Chooser
 
 __all__ = [
@@ -23,6 +37,7 @@ __all__ = [
     "DiskOp",
     "HardStateOp",
     "InstallSnapshotOp",
+    "SaveOp",
     "SimDisk",
 ]
 
@@ -69,11 +84,26 @@ class CompactOp:
         storage.compact(self.index)
 
 
-DiskOp = InstallSnapshotOp | AppendOp | HardStateOp | CreateSnapshotOp | CompactOp
+@dataclass(frozen=True, slots=True)
+class SaveOp:
+    """One Ready's snapshot, entries and hard state (``DurableLog.save``): MemoryStorage checks
+    them before it changes anything, so the op applies whole or raises having done nothing."""
+
+    hard_state: HardState | None
+    entries: Sequence[Entry]
+    snapshot: Snapshot | None
+
+    def apply(self, storage: MemoryStorage) -> None:
+        storage.save(self.hard_state, self.entries, self.snapshot, sync=False)
+
+
+DiskOp = InstallSnapshotOp | AppendOp | HardStateOp | SaveOp | CreateSnapshotOp | CompactOp
 Txn = tuple[DiskOp, ...]
 
 
 class SimDisk:
+    """One node's DurableLog with a crash model: see the module docstring."""
+
     __slots__ = ("crashes", "durable", "pending", "storage", "syncs", "writes")
 
     def __init__(self, conf_state: ConfState) -> None:
@@ -84,8 +114,61 @@ class SimDisk:
         self.syncs = 0
         self.crashes = 0
 
+    # -- DurableLog: the write side ---------------------------------------------------------
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        *,
+        sync: bool,
+    ) -> None:
+        if hard_state is None and not entries and snapshot is None:
+            if sync:
+                self.sync()  # nothing to write, but the caller asks for what came before
+            return
+        self.write((SaveOp(hard_state, entries, snapshot),), sync=sync)
+
+    def create_snapshot(
+        self, index: Index, conf_state: ConfState, data: bytes, *, sync: bool = True
+    ) -> Snapshot:
+        self.write((CreateSnapshotOp(index, conf_state, data),), sync=sync)
+        try:
+            return self.storage.snapshot()
+        except SnapshotTemporarilyUnavailable:
+            return EMPTY_SNAPSHOT  # index 0: nothing to snapshot yet
+
+    def compact(self, index: Index, *, sync: bool = False) -> None:
+        self.write((CompactOp(index),), sync=sync)
+
+    # -- DurableLog: the read side, what the running node sees ------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self.storage.initial_state()
+
+    def entries(self, lo: Index, hi: Index, max_size: int | None = None) -> Sequence[Entry]:
+        return self.storage.entries(lo, hi, max_size)
+
+    def term(self, index: Index) -> Term:
+        return self.storage.term(index)
+
+    def first_index(self) -> Index:
+        return self.storage.first_index()
+
+    def last_index(self) -> Index:
+        return self.storage.last_index()
+
+    def snapshot(self) -> Snapshot:
+        return self.storage.snapshot()
+
+    # -- transactions and crashes -----------------------------------------------------------
+
     def write(self, txn: Txn, *, sync: bool) -> None:
-        """Apply ``txn`` to the visible storage; durable only once synced."""
+        """Apply ``txn`` to the visible storage; durable only once synced.
+
+        Each op checks before it changes anything, so a one-op transaction (all that the
+        DurableLog methods write) that raises leaves the disk as it was."""
         storage = self.storage
         for op in txn:
             op.apply(storage)

@@ -1,56 +1,36 @@
 """Conformance suites that every storage implementation must pass.
 
-``LogStorageContract`` is a pytest mixin for a ``LogStorage`` with the write side
-(``append``/``set_hard_state``/``apply_snapshot``/``create_snapshot``/``compact``, as on
-:class:`~raftkv.raft.storage.MemoryStorage`). Subclass it in a test module as ``TestX`` and
-implement :meth:`make` (and :meth:`reopen` for durable storage)::
+``LogStorageContract`` is a pytest mixin for a :class:`~raftkv.raft.storage.DurableLog`: it
+writes only through the DurableLog interface (``save``, ``create_snapshot``, ``compact``) and
+reads through ``LogStorage``. Subclass it in a test module as ``TestX`` and implement
+:meth:`make` (and :meth:`reopen` for durable storage)::
 
     class TestMemoryLog(LogStorageContract):
         def make(self, tmp_path): return MemoryStorage()
 
 Every test then runs against the implementation, including a seeded differential test that
-replays random operations against ``MemoryStorage`` as the reference model.
+replays random saves against ``MemoryStorage`` as the reference model.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from raftkv.errors import CompactedError, SnapshotTemporarilyUnavailable, UnavailableError
-from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import (
-    ConfState,
-    Entry,
-    EntryKind,
-    HardState,
-    Index,
-    Snapshot,
-    SnapshotMeta,
-    Term,
+from raftkv.errors import (
+    CompactedError,
+    InternalError,
+    SnapshotTemporarilyUnavailable,
+    UnavailableError,
 )
+from raftkv.raft.storage import DurableLog, MemoryStorage
+from raftkv.raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 
-__all__ = ["LogStorageContract", "WritableLog", "ents"]
+__all__ = ["LogStorageContract", "ents"]
 
 _E = TypeVar("_E", bound=BaseException)
-
-
-class WritableLog(Protocol):
-    """LogStorage plus the MemoryStorage-style write side the driver uses."""
-
-    def initial_state(self) -> tuple[HardState, ConfState]: ...
-    def entries(self, lo: Index, hi: Index, max_size: int | None = None) -> Sequence[Entry]: ...
-    def term(self, index: Index) -> Term: ...
-    def first_index(self) -> Index: ...
-    def last_index(self) -> Index: ...
-    def snapshot(self) -> Snapshot: ...
-    def set_hard_state(self, hard_state: HardState) -> None: ...
-    def append(self, entries: Sequence[Entry]) -> None: ...
-    def apply_snapshot(self, snapshot: Snapshot) -> None: ...
-    def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot: ...
-    def compact(self, index: Index) -> None: ...
 
 
 def ents(*pairs: tuple[int, int], data: bytes | None = None) -> list[Entry]:
@@ -74,19 +54,24 @@ def _check(cond: bool, msg: str) -> None:
         raise AssertionError(msg)
 
 
+def _append(s: DurableLog, entries: list[Entry]) -> None:
+    s.save(None, entries, None, sync=True)
+
+
 class LogStorageContract:
-    """Mixin: the behaviour every writable LogStorage shares with MemoryStorage."""
+    """Mixin: the behaviour every DurableLog shares with MemoryStorage."""
 
     durable = False
     """Set True when :meth:`reopen` returns a new instance over the same durable state."""
 
-    def make(self, tmp_path: Path) -> WritableLog:
+    def make(self, tmp_path: Path) -> DurableLog:
         raise NotImplementedError
 
-    def reopen(self, storage: WritableLog, tmp_path: Path) -> WritableLog:
+    def reopen(self, storage: DurableLog, tmp_path: Path) -> DurableLog:
+        """The log as a restart finds it, after a last write made with ``sync=True``."""
         return storage
 
-    # -- tests ------------------------------------------------------------------------------
+    # -- reads and appends ------------------------------------------------------------------
 
     def test_empty(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
@@ -97,9 +82,9 @@ class LogStorageContract:
         _raises(SnapshotTemporarilyUnavailable, s.snapshot)
         _check(list(s.entries(1, 1)) == [], "empty slice")
 
-    def test_append_and_read(self, tmp_path: Path) -> None:
+    def test_save_and_read(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
-        s.append(ents((1, 1), (2, 1), (3, 2)))
+        _append(s, ents((1, 1), (2, 1), (3, 2)))
         _check(s.last_index() == 3, "last index")
         _check([e.term for e in s.entries(1, 4)] == [1, 1, 2], "terms")
         _check(s.entries(2, 3)[0].data == b"2/1", "payload")
@@ -107,35 +92,91 @@ class LogStorageContract:
         _raises(UnavailableError, lambda: s.entries(1, 5))
         _raises(UnavailableError, lambda: s.term(4))
 
-    def test_truncate_conflicting_suffix(self, tmp_path: Path) -> None:
+    def test_save_replaces_a_conflicting_suffix(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
-        s.append(ents((1, 1), (2, 1), (3, 1), (4, 1)))
-        s.append(ents((3, 2)))
-        _check(s.last_index() == 3 and s.term(3) == 2, "suffix replaced")
+        _append(s, ents((1, 1), (2, 1), (3, 1), (4, 1)))
+        _append(s, ents((3, 2)))
+        _check(s.last_index() == 3 and s.term(3) == 2, "suffix replaced, not merged")
         _raises(UnavailableError, lambda: s.term(4))
-        s.append(ents((4, 2), (5, 2)))
+        _append(s, ents((4, 2), (5, 2)))
         _check([e.index for e in s.entries(1, 6)] == [1, 2, 3, 4, 5], "contiguous")
+        # The caller (the core) has found where the new entries start; from there on the log
+        # is theirs, even where the terms happen to match.
+        _append(s, ents((2, 1), (3, 2)))
+        _check(s.last_index() == 3, "the tail after the saved entries is gone")
 
     def test_max_size(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
-        s.append(ents((1, 1), (2, 1), (3, 1), data=b"x" * 100))
+        _append(s, ents((1, 1), (2, 1), (3, 1), data=b"x" * 100))
         one = s.entries(1, 4, 0)
         _check(len(one) == 1, "at least one entry even over the limit")
         _check(len(s.entries(1, 4, 2 * one[0].size())) == 2, "two fit")
         _check(len(s.entries(1, 4, None)) == 3, "no limit")
 
-    def test_hard_state(self, tmp_path: Path) -> None:
+    # -- save: hard state, order, atomicity --------------------------------------------------
+
+    def test_save_hard_state(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
-        s.append(ents((1, 1), (2, 1)))
-        s.set_hard_state(HardState(3, 2, 2))
-        _check(s.initial_state()[0] == HardState(3, 2, 2), "hard state")
+        s.save(HardState(3, 2, 2), ents((1, 1), (2, 1)), None, sync=True)
+        _check(s.initial_state()[0] == HardState(3, 2, 2), "hard state saved with entries")
+        _append(s, ents((3, 3)))
+        _check(s.initial_state()[0] == HardState(3, 2, 2), "None keeps the hard state")
+        s.save(HardState(3, 2, 3), (), None, sync=False)
+        _check(s.initial_state()[0] == HardState(3, 2, 3), "a commit-only change, unsynced")
+
+    def test_save_applies_snapshot_then_entries_then_hard_state(self, tmp_path: Path) -> None:
+        s = self.make(tmp_path)
+        _append(s, ents((1, 1), (2, 1), (3, 1)))
+        snap = Snapshot(SnapshotMeta(10, 3, ConfState((1, 2))), b"img")
+        s.save(HardState(4, 1, 11), ents((11, 4), (12, 4)), snap, sync=True)
+        _check(s.first_index() == 11 and s.last_index() == 12, "entries follow the snapshot")
+        _check(s.term(10) == 3 and s.term(12) == 4, "terms across the snapshot point")
+        _check(s.snapshot() == snap, "snapshot installed")
+        _check(s.initial_state() == (HardState(4, 1, 11), ConfState((1, 2))), "initial state")
+        _raises(CompactedError, lambda: s.entries(3, 4))
+
+    def test_save_is_atomic(self, tmp_path: Path) -> None:
+        s = self.make(tmp_path)
+        s.save(HardState(1, 1, 2), ents((1, 1), (2, 1)), None, sync=True)
+        before = (s.initial_state(), list(s.entries(1, 3)))
+        gap = ents((4, 2))
+        _raises(InternalError, lambda: s.save(HardState(2, 2, 4), gap, None, sync=True))
+        holes = ents((3, 2), (5, 2))
+        _raises(InternalError, lambda: s.save(HardState(2, 2, 5), holes, None, sync=True))
+        snap = Snapshot(SnapshotMeta(10, 2, ConfState((1,))), b"img")
+        late = ents((12, 2))
+        _raises(InternalError, lambda: s.save(HardState(2, 2, 12), late, snap, sync=True))
+        after = (s.initial_state(), list(s.entries(1, 3)))
+        _check(after == before, "a refused save changed nothing")
+        _check(s.last_index() == 2, "no entry of a refused save")
+        _raises(SnapshotTemporarilyUnavailable, s.snapshot)
+        _append(s, ents((3, 2)))
+        _check(s.last_index() == 3, "the log still takes writes")
+
+    def test_save_snapshot_replaces_log(self, tmp_path: Path) -> None:
+        s = self.make(tmp_path)
+        _append(s, ents((1, 1), (2, 1), (3, 1)))
+        snap = Snapshot(SnapshotMeta(10, 3, ConfState((1,))), b"img")
+        s.save(None, (), snap, sync=True)
+        _check(s.first_index() == 11 and s.last_index() == 10, "bounds")
+        _check(s.term(10) == 3, "term of snapshot index")
+        s.save(None, (), Snapshot(SnapshotMeta(8, 2, ConfState((1,))), b"old"), sync=True)
+        _check(s.snapshot().data == b"img", "an older snapshot is ignored")
+        _append(s, ents((11, 3), (12, 4)))
+        _check(s.last_index() == 12, "append after snapshot")
+        _append(s, ents((9, 3), (10, 3), (11, 5)))
+        _check(s.term(11) == 5 and s.last_index() == 11, "covered prefix skipped")
+
+    # -- snapshots, compaction, restarts -----------------------------------------------------
 
     def test_snapshot_and_compact(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
-        s.append(ents(*[(i, 1 + i // 3) for i in range(1, 10)]))
+        _append(s, ents(*[(i, 1 + i // 3) for i in range(1, 10)]))
         cs = ConfState((1, 2, 3))
         snap = s.create_snapshot(5, cs, b"state@5")
         _check(snap.meta == SnapshotMeta(5, s.term(5), cs), "snapshot meta")
+        _check(s.create_snapshot(4, cs, b"old") == snap, "an older index returns the current")
+        _raises(InternalError, lambda: s.create_snapshot(10, cs, b"future"))
         s.compact(5)
         _check(s.first_index() == 6 and s.last_index() == 9, "bounds after compact")
         _check(s.term(5) == snap.meta.term, "term of the compaction point")
@@ -145,35 +186,21 @@ class LogStorageContract:
         _check(s.initial_state()[1] == cs, "conf state")
         s.compact(3)  # no-op, already compacted
         _check(s.first_index() == 6, "compact below offset is a no-op")
-
-    def test_apply_snapshot_replaces_log(self, tmp_path: Path) -> None:
-        s = self.make(tmp_path)
-        s.append(ents((1, 1), (2, 1), (3, 1)))
-        snap = Snapshot(SnapshotMeta(10, 3, ConfState((1,))), b"img")
-        s.apply_snapshot(snap)
-        _check(s.first_index() == 11 and s.last_index() == 10, "bounds")
-        _check(s.term(10) == 3, "term of snapshot index")
-        s.apply_snapshot(Snapshot(SnapshotMeta(8, 2, ConfState((1,))), b"old"))
-        _check(s.snapshot().data == b"img", "an older snapshot is ignored")
-        s.append(ents((11, 3), (12, 4)))
-        _check(s.last_index() == 12, "append after snapshot")
-        s.append(ents((9, 3), (10, 3), (11, 5)))
-        _check(s.term(11) == 5 and s.last_index() == 11, "covered prefix skipped")
+        _raises(InternalError, lambda: s.compact(10))
 
     def test_reopen_keeps_everything(self, tmp_path: Path) -> None:
         s = self.make(tmp_path)
-        s.append(ents(*[(i, 1) for i in range(1, 21)]))
-        s.set_hard_state(HardState(1, 1, 20))
-        s.create_snapshot(10, ConfState((1,)), b"ten")
+        _append(s, ents(*[(i, 1) for i in range(1, 21)]))
+        s.create_snapshot(10, ConfState((1,)), b"ten", sync=False)
         s.compact(10)
-        s.append(ents((20, 2)))
+        s.save(HardState(2, 1, 19), ents((20, 2)), None, sync=True)
         s = self.reopen(s, tmp_path)
         _check(s.first_index() == 11 and s.last_index() == 20, "bounds survive reopen")
         _check(s.term(20) == 2 and s.term(10) == 1, "terms survive")
-        _check(s.initial_state() == (HardState(1, 1, 20), ConfState((1,))), "state survives")
+        _check(s.initial_state() == (HardState(2, 1, 19), ConfState((1,))), "state survives")
         _check(s.snapshot().data == b"ten", "snapshot survives")
 
-    def test_random_ops_match_reference(self, tmp_path: Path) -> None:
+    def test_random_saves_match_reference(self, tmp_path: Path) -> None:
         for seed in range(4):
             self._differential(random.Random(seed), tmp_path / f"d{seed}")
 
@@ -181,39 +208,68 @@ class LogStorageContract:
         tmp_path.mkdir(parents=True, exist_ok=True)
         s = self.make(tmp_path)
         ref = MemoryStorage()
-        applied = 0
         for step in range(120):
             op = rng.random()
             last = ref.last_index()
-            if op < 0.5:
-                # Raft never truncates committed entries; neither does this model.
-                lo = rng.randint(max(ref.first_index(), ref.hard_state.commit + 1), last + 1)
-                term = max(ref.term(lo - 1), 1) + rng.randint(0, 2)
-                new = ents(*[(i, term) for i in range(lo, lo + rng.randint(1, 6))])
-                s.append(new)
-                ref.append(new)
-            elif op < 0.65 and last >= ref.first_index():
-                hs = HardState(step, rng.randint(0, 3), rng.randint(ref.first_index() - 1, last))
-                s.set_hard_state(hs)
-                ref.set_hard_state(hs)
-            elif op < 0.8 and last >= ref.first_index():
+            if op < 0.6:
+                self._random_save(rng, step, s, ref)
+            elif op < 0.75 and last >= ref.first_index():
                 applied = rng.randint(ref.first_index(), last)
                 data = f"snap{applied}".encode()
-                s.create_snapshot(applied, ConfState((1, 2)), data)
+                sync = rng.random() < 0.5
+                s.create_snapshot(applied, ConfState((1, 2)), data, sync=sync)
                 ref.create_snapshot(applied, ConfState((1, 2)), data)
                 s.compact(applied)
                 ref.compact(applied)
             elif op < 0.85:
-                meta = SnapshotMeta(last + rng.randint(1, 5), ref.term(last) + 1, ConfState((4,)))
-                snap = Snapshot(meta, b"installed")
-                s.apply_snapshot(snap)
-                ref.apply_snapshot(snap)
+                self._random_refused_save(rng, s, ref)
             elif op < 0.9 and self.durable:
+                s.save(None, (), None, sync=True)  # everything so far becomes durable
                 s = self.reopen(s, tmp_path)
             self._same(s, ref)
 
     @staticmethod
-    def _same(s: WritableLog, ref: MemoryStorage) -> None:
+    def _random_save(rng: random.Random, step: int, s: DurableLog, ref: MemoryStorage) -> None:
+        """A Ready's worth: maybe a newer snapshot, maybe entries, maybe a hard state."""
+        snap: Snapshot | None = None
+        last = ref.last_index()
+        if rng.random() < 0.1:
+            meta = SnapshotMeta(last + rng.randint(1, 5), ref.term(last) + 1, ConfState((4,)))
+            snap = Snapshot(meta, b"installed")
+        new: list[Entry] = []
+        if rng.random() < 0.8:
+            # Raft never truncates committed entries; neither does this model.
+            base = snap.meta if snap is not None else None
+            lo_min = base.index + 1 if base else max(ref.first_index(), ref.hard_state.commit + 1)
+            lo = rng.randint(lo_min, base.index + 1 if base else last + 1)
+            prev_term = base.term if base else ref.term(lo - 1)
+            term = max(prev_term, 1) + rng.randint(0, 2)
+            new = ents(*[(i, term) for i in range(lo, lo + rng.randint(1, 6))])
+        hs: HardState | None = None
+        if rng.random() < 0.5:
+            top = new[-1].index if new else (snap.meta.index if snap else last)
+            floor = snap.meta.index if snap else ref.first_index() - 1
+            hs = HardState(step, rng.randint(0, 3), rng.randint(min(floor, top), top))
+        sync = rng.random() < 0.7
+        s.save(hs, new, snap, sync=sync)
+        ref.save(hs, new, snap, sync=sync)
+
+    @staticmethod
+    def _random_refused_save(rng: random.Random, s: DurableLog, ref: MemoryStorage) -> None:
+        """A save with a gap after its other parts: refused whole, on both."""
+        last = ref.last_index()
+        snap: Snapshot | None = None
+        if rng.random() < 0.5:
+            meta = SnapshotMeta(last + 3, ref.term(last) + 1, ConfState((5,)))
+            snap = Snapshot(meta, b"refused")
+        start = (snap.meta.index if snap else last) + rng.randint(2, 4)
+        bad = ents(*[(i, 9) for i in range(start, start + 2)])
+        hs = HardState(99, 1, 0)
+        _raises(InternalError, lambda: s.save(hs, bad, snap, sync=True))
+        _raises(InternalError, lambda: ref.save(hs, bad, snap, sync=True))
+
+    @staticmethod
+    def _same(s: DurableLog, ref: MemoryStorage) -> None:
         _check(s.first_index() == ref.first_index(), "first index")
         _check(s.last_index() == ref.last_index(), "last index")
         _check(s.initial_state() == ref.initial_state(), "initial state")

@@ -37,9 +37,9 @@ class MutationResult:
 
 def mutated_copy(mutation: Mutation, workdir: Path) -> Path:
     """Copy the installed raftkv package into ``workdir`` and apply ``mutation`` to the copy."""
-    import raftkv
-
-    source = Path(raftkv.__file__).resolve().parent
+    # This file is raftkv/testing/mutation.py (resolved through the editable install's links),
+    # so the package is two levels up; no import of the whole package needed.
+    source = Path(__file__).resolve().parents[1]
     target = workdir / "raftkv"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     path = target / mutation.path

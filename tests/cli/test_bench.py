@@ -25,9 +25,9 @@ from raftkv_cli.bench import (
     server_cpu,
 )
 
+from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
-from raftkv.testing.fake_node import FakeNode
 
 
 @pytest.fixture

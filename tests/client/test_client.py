@@ -27,8 +27,8 @@ from raftkv.client import (
     value,
     version,
 )
+from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
-from raftkv.testing.fake_node import FakeNode
 
 
 class Servers:

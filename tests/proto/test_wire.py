@@ -1,9 +1,11 @@
 """The generated protobuf code: current, wire-compatible with etcd, and understood by etcdctl.
 
 1. ``protos/genproto.py --check`` passes: the committed raftkv/pb matches protos/.
-2. etcd's wire facts (docs: /work/shared/etcd-facts.md §1, taken from etcd's public protos) are
-   checked on the descriptors: proto packages, messages, field names, numbers and types, enum
-   values, service and method names with their streaming kinds. A typo in a .proto fails here.
+2. etcd's wire facts, taken from etcd's public protos, are checked on the descriptors: proto
+   packages, messages, field names, numbers and types, enum values, service and method names
+   with their streaming kinds. A typo in a .proto fails here. The protos are those under
+   https://github.com/etcd-io/etcd/tree/main/api (etcdserverpb/rpc.proto, mvccpb/kv.proto,
+   authpb/auth.proto) and, for v3lockpb and v3electionpb, under server/etcdserver/api/ there.
 3. The peer protocol carries every field of every raftkv.raft message and value type.
 4. A tiny gRPC server built on the generated code answers the real ``etcdctl`` (Debian
    etcd-client 3.4): the wire format as etcd's own client sees it.

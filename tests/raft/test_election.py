@@ -1,5 +1,6 @@
 """Leader election (Raft §5.2, §5.4.1), pre-vote (thesis §9.6) and check-quorum."""
 
+import logging
 import random
 
 import pytest
@@ -27,6 +28,23 @@ def test_single_node_elects_itself_and_commits():
     node.advance(rd)
     rd = node.ready()
     assert [e.index for e in rd.committed_entries] == [1]
+
+
+def test_role_changes_go_to_the_injected_logger(caplog: pytest.LogCaptureFixture) -> None:
+    injected = logging.getLogger("test.node1")
+    node, _ = make_node(voters=(1,), logger=injected)
+    with caplog.at_level(logging.INFO):
+        node.campaign()
+    became = [r for r in caplog.records if "became leader" in r.getMessage()]
+    assert [r.name for r in became] == ["test.node1"]
+
+
+def test_the_core_logs_to_raftkv_raft_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    node, _ = make_node(voters=(1,))
+    with caplog.at_level(logging.INFO, logger="raftkv.raft"):
+        node.campaign()
+    became = [r.name for r in caplog.records if "became leader" in r.getMessage()]
+    assert became == ["raftkv.raft"]
 
 
 def test_three_nodes_elect_one_leader_by_ticking():

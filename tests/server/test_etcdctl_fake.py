@@ -26,8 +26,8 @@ import pytest
 from raftkv.pb.etcdserverpb import rpc_pb2 as pb
 from raftkv.pb.etcdserverpb import rpc_pb2_grpc
 from raftkv.server.api import Member
+from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
-from raftkv.testing.fake_node import FakeNode
 
 ETCDCTL = shutil.which("etcdctl")
 pytestmark = pytest.mark.skipif(ETCDCTL is None, reason="etcdctl (Debian etcd-client) missing")

@@ -32,10 +32,10 @@ from raftkv.pb.etcdserverpb import rpc_pb2_grpc
 from raftkv.pb.mvccpb import kv_pb2
 from raftkv.server import convert
 from raftkv.server import errors as server_errors
+from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
 from raftkv.server.status import INTERNAL_ERROR_TEXT, status_of
-from raftkv.testing.fake_node import FakeNode
 
 C = grpc.StatusCode
 Scenario = Callable[["rpc_pb2_grpc.KVAsyncStub", FakeNode], Awaitable[None]]

@@ -18,9 +18,9 @@ from raftkv.pb.etcdserverpb import rpc_pb2 as pb
 from raftkv.pb.etcdserverpb import rpc_pb2_grpc
 from raftkv.pb.health import health_pb2, health_pb2_grpc
 from raftkv.server.api import Member
+from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.maintenance_service import ETCD_VERSION, MaintenanceService
-from raftkv.testing.fake_node import FakeNode
 
 C = grpc.StatusCode
 OTHER = Member(0x1234, "other", ("http://127.0.0.1:2480",), ("http://127.0.0.1:2479",))

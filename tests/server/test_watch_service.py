@@ -17,12 +17,12 @@ from raftkv.kv.types import (
     TxnRequest,
 )
 from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from raftkv.server.fake_node import FakeNode
 from raftkv.server.watch_service import (
     CANCEL_COMPACTED,
     CANCEL_DUPLICATE_ID,
     add_watch_service,
 )
-from raftkv.testing.fake_node import FakeNode
 
 T = 5.0
 

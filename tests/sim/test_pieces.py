@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from raftkv.errors import InternalError
 from raftkv.kv.backend import MemoryBackend
 from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.state_machine import KVStateMachine
@@ -205,6 +206,32 @@ def test_disk_crash_keeps_a_transaction_prefix() -> None:
         assert disk.storage.last_index() == kept
         assert disk.synced
     assert 0 in kept_counts and 5 in kept_counts
+
+
+def test_disk_crash_keeps_whole_saves_in_order() -> None:
+    """DurableLog.save on SimDisk: a crash keeps a prefix of the unsynced saves, each whole."""
+    kept_counts = set()
+    for seed in range(30):
+        disk = SimDisk(ConfState(voters=(1, 2, 3)))
+        disk.save(HardState(1, 1, 0), [Entry(1, 1, data=b"x")], None, sync=True)
+        for i in range(2, 7):
+            disk.save(HardState(1, 1, i), [Entry(1, i, data=b"x")], None, sync=False)
+        assert disk.last_index() == 6 and disk.durable.last_index() == 1
+        kept = disk.crash(SeededChooser(seed))
+        kept_counts.add(kept)
+        assert disk.last_index() == 1 + kept
+        hs = disk.initial_state()[0]
+        assert hs.commit == (disk.last_index() if kept else 0)
+    assert 0 in kept_counts and 5 in kept_counts
+
+
+def test_disk_save_with_a_gap_changes_nothing() -> None:
+    disk = disk_with(2)
+    with pytest.raises(InternalError):
+        disk.save(HardState(2, 2, 4), [Entry(2, 4, data=b"x")], None, sync=False)
+    assert disk.last_index() == 2 and disk.storage.hard_state == HardState(1, 1, 2)
+    disk.sync()
+    assert disk.durable.last_index() == 2
 
 
 def test_disk_crash_after_sync_loses_nothing() -> None:

@@ -1,4 +1,5 @@
-"""The log conformance suite, run against the reference MemoryStorage and LmdbRaftLog."""
+"""The log conformance suite, run against every DurableLog: the reference MemoryStorage, the
+simulator's SimDisk and the production LmdbRaftLog."""
 
 from __future__ import annotations
 
@@ -8,22 +9,40 @@ import pytest
 import raftkv_storage.log
 from raftkv_storage.log import LmdbRaftLog
 
-from raftkv.raft.storage import MemoryStorage
-from raftkv.testing.contracts import LogStorageContract, WritableLog
+from raftkv.raft.storage import DurableLog, MemoryStorage
+from raftkv.raft.types import ConfState
+from raftkv.sim.chooser import SeededChooser
+from raftkv.sim.disk import SimDisk
+from raftkv.testing.contracts import LogStorageContract
 
 
 class TestMemoryStorageContract(LogStorageContract):
-    def make(self, tmp_path: Path) -> WritableLog:
+    def make(self, tmp_path: Path) -> DurableLog:
         return MemoryStorage()
+
+
+class TestSimDiskContract(LogStorageContract):
+    """Reopening is a crash: the contract syncs first, so every write must survive it."""
+
+    durable = True
+
+    def make(self, tmp_path: Path) -> DurableLog:
+        return SimDisk(ConfState())
+
+    def reopen(self, storage: DurableLog, tmp_path: Path) -> DurableLog:
+        assert isinstance(storage, SimDisk)
+        assert storage.synced
+        storage.crash(SeededChooser(0))
+        return storage
 
 
 class TestLmdbRaftLogContract(LogStorageContract):
     durable = True
 
-    def make(self, tmp_path: Path) -> WritableLog:
+    def make(self, tmp_path: Path) -> DurableLog:
         return LmdbRaftLog(tmp_path / "log", map_size_bytes=64 << 20)
 
-    def reopen(self, storage: WritableLog, tmp_path: Path) -> WritableLog:
+    def reopen(self, storage: DurableLog, tmp_path: Path) -> DurableLog:
         assert isinstance(storage, LmdbRaftLog)
         storage.close()
         return LmdbRaftLog(tmp_path / "log", map_size_bytes=64 << 20)
