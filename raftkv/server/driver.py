@@ -63,14 +63,12 @@ from raftkv.server.errors import (
     RequestTimeoutError,
     ServerStoppedError,
 )
+from raftkv.server.peer.handler import Refusal
+from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots
 from raftkv.server.worker import SerialWorker
 
 logger = logging.getLogger(__name__)
 
-_NOT_LEADER = NotLeaderError.text.encode()
-"""A forward's refusal: the receiver is not the leader, so nothing was proposed (retry)."""
-_LEADER_CHANGED = LeaderChangedError.text.encode()
-"""A forward's refusal: the leader takes no proposals now (a leadership transfer)."""
 _MAX_APPLIES_IN_FLIGHT = 64
 """Applied batches queued on the apply thread before the Ready loop waits for the state machine."""
 _LIGHT_APPLY_MAX_ENTRIES = 64
@@ -160,6 +158,7 @@ class NodeDriver:
         *,
         db_path: Path,
         members_path: Path | None = None,
+        received_snapshots: ReceivedSnapshots | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -169,6 +168,8 @@ class NodeDriver:
         self._members_path = members_path
         self._load_member_attributes()
         self._db_path = db_path
+        self._received_snapshots = received_snapshots
+        """Where the peer transport leaves the images of snapshots received from the leader."""
         self._applied = state_machine.applied_index()
         raft_config = RaftConfig(
             node_id=config.member_id,
@@ -296,10 +297,10 @@ class NodeDriver:
         self._node.report_snapshot(member_id, ok)
         self._wake.set()
 
-    def snapshot_source(self) -> Iterator[bytes]:
+    def snapshot_chunks(self) -> Iterator[bytes]:
         return self._sm.snapshot_chunks()
 
-    def handle_forwards(self, commands: list[bytes]) -> bytes | None:
+    def handle_forwards(self, commands: list[bytes]) -> Refusal | None:
         """Leader side of a follower's forwarded writes: propose them, in order, at once.
 
         Returns None when they were appended (the follower learns the rest from the log), or
@@ -307,26 +308,26 @@ class NodeDriver:
         try:
             self._node.propose_many(commands)
         except NotLeader:
-            return _NOT_LEADER
+            return Refusal.NOT_LEADER
         except ProposalDropped:
-            return _LEADER_CHANGED
+            return Refusal.LEADER_CHANGED
         self._wake.set()
         return None
 
-    def on_forwards_lost(self, forward_ids: Sequence[int]) -> None:
+    def forwards_lost(self, forward_ids: Sequence[int]) -> None:
         """The transport's report of forwards whose link broke: they may have been proposed."""
         for forward_id in forward_ids:
             forwarded = self._forwarded.get(forward_id)
             if forwarded is not None and not forwarded.future.done():
                 forwarded.future.set_exception(RequestTimeoutError())
 
-    def on_forwards_rejected(self, forward_ids: Sequence[int], reason: bytes | None) -> None:
+    def forwards_rejected(self, forward_ids: Sequence[int], refusal: Refusal | None) -> None:
         """The transport's report of forwards that were certainly not proposed."""
         for forward_id in forward_ids:
             forwarded = self._forwarded.get(forward_id)
             if forwarded is None or forwarded.future.done():
                 continue
-            if reason == _LEADER_CHANGED:
+            if refusal is Refusal.LEADER_CHANGED:
                 forwarded.future.set_exception(LeaderChangedError())
             else:  # never sent, or sent to a member that is no longer the leader: send again
                 forwarded.future.set_result(None)
@@ -697,11 +698,15 @@ class NodeDriver:
         if snapshot is not None:
             # The state machine first: a crash in between must never leave a log that starts
             # after what the state machine has applied.
-            path = Path(snapshot.data.decode()) if snapshot.data else None
-            if path is not None and path.exists():
-                with path.open("rb") as f:
+            # The transport left the image in a file named by the snapshot's index and term.
+            received = self._received_snapshots
+            if received is not None and (image := received.open(snapshot.meta)) is not None:
+                with image as f:
                     self._sm.restore(iter(lambda: f.read(1 << 20), b""))
-                path.unlink()
+                received.remove(snapshot.meta)
+            else:
+                meta = snapshot.meta
+                logger.warning("no image received for snapshot %d/%d", meta.index, meta.term)
             snapshot = Snapshot(snapshot.meta, b"")
         self._log.save(hard_state, rd.entries, snapshot, sync=True)
 
