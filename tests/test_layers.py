@@ -109,6 +109,18 @@ RULES = {
         forbidden=("raftkv.sim", "raftkv.testing", "raftkv.server", "raftkv.client", "raftkv_cli"),
         required=False,
     ),
+    # The peer transport knows its member only as the PeerHandler it is given (as etcd's
+    # rafthttp knows only its Raft interface): none of the node side, no storage.
+    "peer": Rule(
+        folder="raftkv/server/peer",
+        forbidden=("lmdb", "raftkv_storage", "raftkv_cli"),
+        allowed_raftkv=(
+            "raftkv.server.peer",
+            "raftkv.raft",
+            "raftkv.pb.peer",
+            "raftkv.driver.actions",
+        ),
+    ),
     # The client library never imports server code.
     "client": Rule(folder="raftkv/client", forbidden=("raftkv.server",), required=False),
     # jepsen/ is a black box: processes, sockets and the client API only.
@@ -343,6 +355,19 @@ def test_client_and_jepsen_rules() -> None:
     assert len(check_source(bad_jepsen, RULES["jepsen"], "jepsen.nemesis")) == 3
     good_jepsen = "from raftkv.client import Client\nfrom raftkv.testing import linearizability\n"
     assert check_source(good_jepsen, RULES["jepsen"], "jepsen.workload") == []
+
+
+def test_peer_rule_keeps_the_transport_off_the_node_side() -> None:
+    rule = RULES["peer"]
+    bad = "from raftkv.server.driver import NodeDriver\nfrom ..node import start_node\n"
+    assert len(check_source(bad, rule, "raftkv.server.peer.sender")) == 2
+    good = (
+        "from raftkv.pb.peer import peer_pb2\n"
+        "from raftkv.raft.messages import Message\n"
+        "from raftkv.server.peer.handler import PeerHandler\n"
+        "from .wire import message_to_pb\n"
+    )
+    assert check_source(good, rule, "raftkv.server.peer.sender") == []
 
 
 def test_module_names_follow_the_package_mapping() -> None:

@@ -64,15 +64,11 @@ from raftkv.server.errors import (
     ServerStoppedError,
 )
 from raftkv.server.member_attributes import MemberAttributes
+from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots
 from raftkv.server.worker import SerialWorker
 
 logger = logging.getLogger(__name__)
 
-_NOT_LEADER = NotLeaderError.text.encode()
-"""A forward's refusal on the wire: the receiver is not the leader (send it again)."""
-_LEADER_CHANGED = LeaderChangedError.text.encode()
-"""A forward's refusal on the wire: the leader takes no proposals now (a transfer)."""
-_REFUSAL_TEXT = {Refusal.NOT_LEADER: _NOT_LEADER, Refusal.LEADER_CHANGED: _LEADER_CHANGED}
 _READ_RETRY_S = 0.5
 
 
@@ -122,6 +118,7 @@ class NodeDriver:
         *,
         db_path: Path,
         members_path: Path | None = None,
+        received_snapshots: ReceivedSnapshots | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -129,6 +126,8 @@ class NodeDriver:
         self._sm = state_machine
         self._attributes = MemberAttributes(members, members_path)
         self._db_path = db_path
+        self._received_snapshots = received_snapshots
+        """Where the peer transport leaves the images of snapshots received from the leader."""
         applied = state_machine.applied_index()
         raft_config = RaftConfig(
             node_id=config.member_id,
@@ -288,13 +287,17 @@ class NodeDriver:
         snapshot, restored = action.snapshot, 0
         if snapshot is not None:
             # The state machine first: a crash in between must never leave a log that starts
-            # after what the state machine has applied.
-            path = Path(snapshot.data.decode()) if snapshot.data else None
-            if path is not None and path.exists():
-                with path.open("rb") as f:
+            # after what the state machine has applied. The transport left the image in a file
+            # named by the snapshot's index and term.
+            received = self._received_snapshots
+            if received is not None and (image := received.open(snapshot.meta)) is not None:
+                with image as f:
                     self._sm.restore(iter(lambda: f.read(1 << 20), b""))
-                path.unlink()
+                received.remove(snapshot.meta)
                 restored = self._sm.applied_index()
+            else:
+                meta = snapshot.meta
+                logger.warning("no image received for snapshot %d/%d", meta.index, meta.term)
             snapshot = Snapshot(snapshot.meta, b"")
         self._log.save(action.hard_state, action.entries, snapshot, sync=True)
         return restored
@@ -339,27 +342,22 @@ class NodeDriver:
         self._core.node.report_snapshot(member_id, ok)
         self._wake.set()
 
-    def snapshot_source(self) -> Iterator[bytes]:
+    def snapshot_chunks(self) -> Iterator[bytes]:
         return self._sm.snapshot_chunks()
 
-    def handle_forwards(self, commands: list[bytes]) -> bytes | None:
+    def handle_forwards(self, commands: list[bytes]) -> Refusal | None:
         """Leader side of a follower's forwarded writes. Returns None when they were appended
         (the follower learns the rest from the log), or why nothing was proposed."""
         refusal = self._core.handle_forwards(commands)
         self._wake.set()
-        return None if refusal is None else _REFUSAL_TEXT[refusal]
+        return refusal
 
-    def on_forwards_lost(self, forward_ids: Sequence[int]) -> None:
+    def forwards_lost(self, forward_ids: Sequence[int]) -> None:
         """The transport's report of forwards whose link broke: they may have been proposed."""
         self._execute(self._core.forwards_lost(forward_ids))
 
-    def on_forwards_rejected(self, forward_ids: Sequence[int], reason: bytes | None) -> None:
+    def forwards_rejected(self, forward_ids: Sequence[int], refusal: Refusal | None) -> None:
         """The transport's report of forwards that were certainly not proposed."""
-        refusal = None
-        if reason == _LEADER_CHANGED:
-            refusal = Refusal.LEADER_CHANGED
-        elif reason is not None:
-            refusal = Refusal.NOT_LEADER
         self._execute(self._core.forwards_rejected(forward_ids, refusal))
         self._wake.set()
 

@@ -3,7 +3,8 @@
 Data directory layout (``--data-dir``):
     member/raft/   the durable Raft log and hard state (LMDB)
     member/kv/     the MVCC key space (LMDB)
-    member/snap/   snapshots received from the leader, before they are restored
+    member/snap/   snapshots received from the leader, before they are restored, each named by
+                   its index and term (raftkv.server.peer.snapshot_receiver.snapshot_path)
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from raftkv.server.api import Member
 from raftkv.server.config import ServerConfig, host_port
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
-from raftkv.server.transport import PEER_SERVER_OPTIONS, GrpcTransport, PeerService
+from raftkv.server.peer.options import PEER_SERVER_OPTIONS
+from raftkv.server.peer.sender import GrpcTransport
+from raftkv.server.peer.service import PeerService
+from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         _members(config),
         db_path=member_dir(config) / "kv" / "data.mdb",
         members_path=member_dir(config) / "members.json",
+        received_snapshots=ReceivedSnapshots(snap_dir),
         rng=random.Random(),
     )
     peers = {
@@ -109,11 +114,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         member_id=config.member_id,
         cluster_id=config.cluster_id,
         peers=peers,
-        snapshot_source=driver.snapshot_source,
-        on_unreachable=driver.report_unreachable,
-        on_snapshot_status=driver.report_snapshot,
-        on_forwards_rejected=driver.on_forwards_rejected,
-        on_forwards_lost=driver.on_forwards_lost,
+        handler=driver,
     )
     driver.attach_transport(transport)
 
@@ -122,9 +123,8 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         PeerService(
             member_id=config.member_id,
             cluster_id=config.cluster_id,
-            deliver=driver.deliver,
-            snapshot_dir=snap_dir,
-            forward_handler=driver.handle_forwards,
+            handler=driver,
+            snap_dir=snap_dir,
         ),
         peer_server,
     )

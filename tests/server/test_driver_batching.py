@@ -21,6 +21,7 @@ from raftkv_storage.backend import LmdbBackend
 from raftkv_storage.log import LmdbRaftLog
 
 from raftkv.driver import ATTRIBUTES_MAGIC
+from raftkv.kv.backend import MemoryBackend
 from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.kv.types import DeleteRangeRequest, PutRequest, RangeRequest
@@ -29,14 +30,16 @@ from raftkv.raft.messages import (
     AppendResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     ReadIndexRequest,
 )
-from raftkv.raft.types import Entry
-from raftkv.server import driver as driver_mod
+from raftkv.raft.types import ConfState, Entry, Snapshot, SnapshotMeta
 from raftkv.server.api import Member
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.errors import LeaderChangedError, RequestTimeoutError
+from raftkv.server.peer.handler import PeerHandler, Refusal
+from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots, snapshot_path
 
 ME, LEADER, OTHER = 1, 2, 3
 
@@ -72,7 +75,9 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(bounded())
 
 
-async def follower(tmp_path: Path) -> tuple[NodeDriver, HeldTransport]:
+async def follower(
+    tmp_path: Path, received_snapshots: ReceivedSnapshots | None = None
+) -> tuple[NodeDriver, HeldTransport]:
     raft_log = LmdbRaftLog(tmp_path / "raft")
     bootstrap_log(raft_log, [ME, LEADER, OTHER])
     members = [
@@ -84,6 +89,7 @@ async def follower(tmp_path: Path) -> tuple[NodeDriver, HeldTransport]:
         KVStateMachine(LmdbBackend(tmp_path / "kv")),
         members,
         db_path=tmp_path / "kv",
+        received_snapshots=received_snapshots,
     )
     transport = HeldTransport()
     driver.attach_transport(transport)
@@ -177,15 +183,17 @@ def test_a_forwarded_write_replaced_in_the_log_fails_with_leader_changed(tmp_pat
     run(body())
 
 
-@pytest.mark.parametrize("reason", [driver_mod._NOT_LEADER, None])
-def test_a_forward_certainly_not_proposed_is_sent_again(tmp_path: Path, reason: Any) -> None:
+@pytest.mark.parametrize("refusal", [Refusal.NOT_LEADER, None])
+def test_a_forward_certainly_not_proposed_is_sent_again(
+    tmp_path: Path, refusal: Refusal | None
+) -> None:
     """Refused by a member that is not the leader, or never sent: nothing was proposed, so the
     write goes again (to the leader of the moment) and succeeds."""
 
     async def body() -> None:
         driver, transport = await follower(tmp_path)
         call, forward_id, command = await _forwarded_put(driver, transport, b"k")
-        driver.on_forwards_rejected([forward_id], reason)
+        driver.forwards_rejected([forward_id], refusal)
         await _wait_until(lambda: len(transport.client_forwards()) == 2)
         to, again_id, again = transport.client_forwards()[-1]
         assert (to, again) == (LEADER, command) and again_id != forward_id
@@ -208,17 +216,44 @@ def test_a_forward_refused_during_a_transfer_or_lost_with_its_link_fails_at_once
     async def body() -> None:
         driver, transport = await follower(tmp_path)
         call, forward_id, _ = await _forwarded_put(driver, transport, b"a")
-        driver.on_forwards_rejected([forward_id], driver_mod._LEADER_CHANGED)
+        driver.forwards_rejected([forward_id], Refusal.LEADER_CHANGED)
         with pytest.raises(LeaderChangedError):
             await asyncio.wait_for(call, 1)
         call, forward_id, _ = await _forwarded_put(driver, transport, b"b")
         sent = len(transport.client_forwards())
-        driver.on_forwards_lost([forward_id])
+        driver.forwards_lost([forward_id])
         with pytest.raises(RequestTimeoutError):
             await asyncio.wait_for(call, 1)
         await settle()
         assert len(transport.client_forwards()) == sent
         assert _waiting_client_forwards(driver) == []
+        await driver.stop(transfer_leadership=False)
+
+    run(body())
+
+
+def test_a_received_snapshot_is_restored_from_the_file_its_meta_names(tmp_path: Path) -> None:
+    """The transport hands over an InstallSnapshot with no data and leaves the image in the file
+    named by the snapshot's index and term; the driver (the transport's PeerHandler) finds it
+    by the snapshot's meta, restores it, and deletes it."""
+
+    async def body() -> None:
+        image_sm = KVStateMachine(MemoryBackend())
+        put = encode_command(Command(1, PutRequest(key=b"from", value=b"leader")))
+        image_sm.apply([Entry(term=2, index=50, data=put)])
+        snap_dir = tmp_path / "snap"
+        snap_dir.mkdir()
+        image = snapshot_path(snap_dir, 50, 2)
+        image.write_bytes(b"".join(image_sm.snapshot_chunks()))
+        driver, _ = await follower(tmp_path, ReceivedSnapshots(snap_dir))
+        handler: PeerHandler = driver
+        meta = SnapshotMeta(index=50, term=2, conf_state=ConfState(voters=(ME, LEADER, OTHER)))
+        handler.deliver([InstallSnapshot(LEADER, ME, 2, Snapshot(meta, b""))])
+        await _wait_until(lambda: driver._log.snapshot().meta.index == 50)
+        assert driver._sm.applied_index() == 50
+        kv = driver._sm.store.get(b"from")
+        assert kv is not None and kv.value == b"leader"
+        assert not image.exists()
         await driver.stop(transfer_leadership=False)
 
     run(body())
@@ -242,7 +277,7 @@ def test_forwards_reaching_a_member_that_is_not_the_leader_are_turned_down(
     async def body() -> None:
         driver, _ = await follower(tmp_path)
         last = driver._log.last_index()
-        assert driver.handle_forwards([b"x", b"y"]) == driver_mod._NOT_LEADER
+        assert driver.handle_forwards([b"x", b"y"]) is Refusal.NOT_LEADER
         await settle()
         assert driver._log.last_index() == last  # nothing proposed
         await driver.stop(transfer_leadership=False)

@@ -44,6 +44,29 @@ ENTRY_KIND_CONF_CHANGE: EntryKind.ValueType  # 1
 """A single-server membership change (an encoded raftkv.raft.types.ConfChange)."""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
+class _ForwardRefusal:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ForwardRefusalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ForwardRefusal.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FORWARD_REFUSAL_UNSPECIFIED: _ForwardRefusal.ValueType  # 0
+    """Not sent by this version; a receiver treats it as a refusal with no known reason."""
+    FORWARD_REFUSAL_NOT_LEADER: _ForwardRefusal.ValueType  # 1
+    """The receiver is not the leader: the forwarding member may send the command again."""
+    FORWARD_REFUSAL_LEADER_CHANGED: _ForwardRefusal.ValueType  # 2
+    """The leader takes no proposals now (a leadership transfer is under way)."""
+
+class ForwardRefusal(_ForwardRefusal, metaclass=_ForwardRefusalEnumTypeWrapper): ...
+
+FORWARD_REFUSAL_UNSPECIFIED: ForwardRefusal.ValueType  # 0
+"""Not sent by this version; a receiver treats it as a refusal with no known reason."""
+FORWARD_REFUSAL_NOT_LEADER: ForwardRefusal.ValueType  # 1
+"""The receiver is not the leader: the forwarding member may send the command again."""
+FORWARD_REFUSAL_LEADER_CHANGED: ForwardRefusal.ValueType  # 2
+"""The leader takes no proposals now (a leadership transfer is under way)."""
+Global___ForwardRefusal: _TypeAlias = ForwardRefusal  # noqa: Y015
+
 @_typing.final
 class Entry(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -390,7 +413,8 @@ Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
 @_typing.final
 class InstallSnapshot(_message.Message):
     """Leader to a follower that is too far behind for the log. When the snapshot travels over the
-    Snapshot RPC, data is empty here and the receiver fills it in from the chunks.
+    Snapshot RPC, data is empty here and stays empty: the receiver saves the chunks to a file named
+    by the snapshot's index and term, where its member finds them by meta.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -601,19 +625,19 @@ class ForwardResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    RESULT_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     id: _builtins.int
-    result: _builtins.bytes
-    """Why the receiver turned it down, opaque to the transport."""
+    refusal: Global___ForwardRefusal.ValueType
+    """Why the receiver turned it down: nothing was proposed either way."""
     def __init__(
         self,
         *,
         id: _builtins.int = ...,
-        result: _builtins.bytes = ...,
+        refusal: Global___ForwardRefusal.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

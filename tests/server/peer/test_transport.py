@@ -1,4 +1,4 @@
-"""raftkv.server.transport: real gRPC links between members on 127.0.0.1.
+"""raftkv.server.peer: real gRPC links between members on 127.0.0.1.
 
 Each test is a sync function running its own event loop (``asyncio.run``); every server and
 transport is closed inside it, so a leaked channel or task shows up as a warning, which pytest
@@ -13,7 +13,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,12 @@ from grpc import aio
 from raftkv.pb.peer import peer_pb2, peer_pb2_grpc
 from raftkv.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message
 from raftkv.raft.types import ConfState, Entry, Snapshot, SnapshotMeta
-from raftkv.server import transport as transport_mod
-from raftkv.server.transport import PEER_SERVER_OPTIONS, GrpcTransport, PeerService
+from raftkv.server.peer import options, snapshot_sender
+from raftkv.server.peer.handler import PeerHandler, Refusal
+from raftkv.server.peer.options import PEER_SERVER_OPTIONS
+from raftkv.server.peer.sender import GrpcTransport
+from raftkv.server.peer.service import PeerService
+from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots, snapshot_path
 
 CLUSTER = 0xC1
 
@@ -47,8 +51,54 @@ async def eventually(cond: Callable[[], bool], timeout_s: float = 5.0, what: str
         await asyncio.sleep(0.01)
 
 
-def _take(commands: list[bytes]) -> bytes | None:
-    return None  # proposed: no answer
+def _no_chunks() -> Iterator[bytes]:
+    return iter(())
+
+
+@dataclass
+class FakeHandler:
+    """A member as its transport sees it (a PeerHandler): records every call, from either side."""
+
+    chunks: Callable[[], Iterator[bytes]] = _no_chunks
+    refusal: Refusal | None = None
+    """The answer to forwarded writes; None takes them."""
+    batches: list[list[Message]] = field(default_factory=list)
+    count: int = 0
+    forwarded: list[bytes] = field(default_factory=list)
+    unreachable: list[int] = field(default_factory=list)
+    snapshot_status: list[tuple[int, bool]] = field(default_factory=list)
+    rejected: list[tuple[list[int], Refusal | None]] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[Message]:
+        return [msg for batch in self.batches for msg in batch]
+
+    def deliver(self, messages: Sequence[Message]) -> None:
+        self.batches.append(list(messages))
+        self.count += len(messages)
+
+    def handle_forwards(self, commands: list[bytes]) -> Refusal | None:
+        self.forwarded.extend(commands)
+        return self.refusal
+
+    def report_unreachable(self, member_id: int) -> None:
+        self.unreachable.append(member_id)
+
+    def report_snapshot(self, member_id: int, ok: bool) -> None:
+        self.snapshot_status.append((member_id, ok))
+
+    def forwards_rejected(self, forward_ids: Sequence[int], refusal: Refusal | None) -> None:
+        self.rejected.append((list(forward_ids), refusal))
+
+    def forwards_lost(self, forward_ids: Sequence[int]) -> None:
+        self.lost.extend(forward_ids)
+
+    def snapshot_chunks(self) -> Iterator[bytes]:
+        return self.chunks()
+
+
+_FAKE_IS_A_HANDLER: PeerHandler = FakeHandler()  # mypy checks the fake against the protocol
 
 
 @dataclass
@@ -57,11 +107,9 @@ class Member:
 
     member_id: int
     snapshot_dir: Path
-    forward_handler: Callable[[list[bytes]], bytes | None] = _take
+    handler: FakeHandler = field(default_factory=FakeHandler)
     cluster_id: int = CLUSTER
     port: int = 0
-    batches: list[list[Message]] = field(default_factory=list)
-    count: int = 0
     service: PeerService | None = None
     server: aio.Server | None = None
 
@@ -70,12 +118,16 @@ class Member:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def messages(self) -> list[Message]:
-        return [msg for batch in self.batches for msg in batch]
+    def batches(self) -> list[list[Message]]:
+        return self.handler.batches
 
-    def deliver(self, batch: Any) -> None:
-        self.batches.append(list(batch))
-        self.count += len(batch)
+    @property
+    def messages(self) -> list[Message]:
+        return self.handler.messages
+
+    @property
+    def count(self) -> int:
+        return self.handler.count
 
     async def start(self) -> None:
         if self.server is not None:  # already running
@@ -83,9 +135,8 @@ class Member:
         self.service = PeerService(
             member_id=self.member_id,
             cluster_id=self.cluster_id,
-            deliver=self.deliver,
-            snapshot_dir=self.snapshot_dir,
-            forward_handler=self.forward_handler,
+            handler=self.handler,
+            snap_dir=self.snapshot_dir,
         )
         self.server = aio.server(options=PEER_SERVER_OPTIONS)
         peer_pb2_grpc.add_RaftServicer_to_server(self.service, self.server)
@@ -100,26 +151,14 @@ class Member:
             self.server = None
 
 
-@dataclass
-class Reports:
-    unreachable: list[int] = field(default_factory=list)
-    snapshot_status: list[tuple[int, bool]] = field(default_factory=list)
-
-
 def make_transport(
-    member_id: int,
-    peers: dict[int, str],
-    reports: Reports,
-    snapshot_source: Callable[[], Iterator[bytes]] = lambda: iter(()),
-    **kwargs: Any,
+    member_id: int, peers: dict[int, str], handler: FakeHandler, **kwargs: Any
 ) -> GrpcTransport:
     return GrpcTransport(
         member_id=member_id,
         cluster_id=kwargs.pop("cluster_id", CLUSTER),
         peers=peers,
-        snapshot_source=snapshot_source,
-        on_unreachable=reports.unreachable.append,
-        on_snapshot_status=lambda peer, ok: reports.snapshot_status.append((peer, ok)),
+        handler=handler,
         rng=random.Random(1),
         **kwargs,
     )
@@ -163,9 +202,9 @@ def test_three_members_exchange_thousands_of_messages_in_batches(tmp_path: Path)
         members = {i: Member(i, tmp_path / f"m{i}") for i in (1, 2, 3)}
         for member in members.values():
             await member.start()
-        reports = {i: Reports() for i in members}
+        handlers = {i: FakeHandler() for i in members}
         peers = {i: m.addr for i, m in members.items()}
-        transports = {i: make_transport(i, peers, reports[i]) for i in members}
+        transports = {i: make_transport(i, peers, handlers[i]) for i in members}
         async with running(*members.values(), *transports.values()):
             for n in range(per_link):
                 for src, t in transports.items():
@@ -192,7 +231,7 @@ def test_three_members_exchange_thousands_of_messages_in_batches(tmp_path: Path)
             assert t.messages_sent == 2 * per_link
             assert t.batches_sent < t.messages_sent // 4
             assert t.messages_dropped == 0
-            assert reports[i].unreachable == []
+            assert handlers[i].unreachable == []
 
     run(main())
 
@@ -200,9 +239,9 @@ def test_three_members_exchange_thousands_of_messages_in_batches(tmp_path: Path)
 def test_batches_respect_the_message_and_size_caps(tmp_path: Path) -> None:
     async def main() -> None:
         member = Member(2, tmp_path / "m2")
-        reports = Reports()
+        sender = FakeHandler()
         await member.start()
-        t = make_transport(1, {2: member.addr}, reports, batch_max_msgs=10, batch_max_bytes=4000)
+        t = make_transport(1, {2: member.addr}, sender, batch_max_msgs=10, batch_max_bytes=4000)
         # Queued before start: the first batches are cut by the caps, not by timing.
         t.send([hb(1, 2, n) for n in range(100)])
         entries = tuple(Entry(term=1, index=i, data=b"x" * 1000) for i in range(1, 4))
@@ -218,16 +257,16 @@ def test_dead_peer_does_not_block_a_live_one(tmp_path: Path) -> None:
     async def main() -> None:
         live = Member(2, tmp_path / "m2")
         await live.start()
-        reports = Reports()
-        t = make_transport(1, {2: live.addr, 3: f"127.0.0.1:{await dead_port(tmp_path)}"}, reports)
+        sender = FakeHandler()
+        t = make_transport(1, {2: live.addr, 3: f"127.0.0.1:{await dead_port(tmp_path)}"}, sender)
         async with running(live, t):
             for n in range(5000):
                 t.send([hb(1, 2, n), hb(1, 3, n)])
                 if n % 500 == 0:
                     await asyncio.sleep(0)
             await eventually(lambda: len(live.messages) == 5000, what="delivery to the live peer")
-            await eventually(lambda: 3 in reports.unreachable, what="unreachable report")
-            assert 2 not in reports.unreachable
+            await eventually(lambda: 3 in sender.unreachable, what="unreachable report")
+            assert 2 not in sender.unreachable
             assert [m.commit for m in live.messages if isinstance(m, Heartbeat)] == list(
                 range(5000)
             )
@@ -242,19 +281,19 @@ def test_dead_peer_does_not_block_a_live_one(tmp_path: Path) -> None:
 
 def test_full_queue_drops_and_reports_once_per_burst(tmp_path: Path) -> None:
     async def main() -> None:
-        reports = Reports()
+        sender = FakeHandler()
         # Not started: nothing drains the queue.
-        t = make_transport(1, {2: "127.0.0.1:1"}, reports, max_queue_msgs=10)
+        t = make_transport(1, {2: "127.0.0.1:1"}, sender, max_queue_msgs=10)
         t.send([hb(1, 2, n) for n in range(100)])
         t.send([hb(1, 2, n) for n in range(100)])
-        assert reports.unreachable == []  # never called from inside send()
+        assert sender.unreachable == []  # never called from inside send()
         await asyncio.sleep(0)
-        assert reports.unreachable == [2]
+        assert sender.unreachable == [2]
         assert t.messages_dropped == 190
         # Unknown members and this member itself are dropped quietly.
         t.send([hb(1, 7, 0), hb(1, 1, 0)])
         await asyncio.sleep(0)
-        assert reports.unreachable == [2]
+        assert sender.unreachable == [2]
         await t.close()
         t.send([hb(1, 2, 0)])  # after close: ignored
 
@@ -265,11 +304,11 @@ def test_delivery_resumes_when_a_peer_comes_back(tmp_path: Path) -> None:
     async def main() -> None:
         port = await dead_port(tmp_path)
         member = Member(2, tmp_path / "m2", port=port)
-        reports = Reports()
-        t = make_transport(1, {2: member.addr}, reports)
+        sender = FakeHandler()
+        t = make_transport(1, {2: member.addr}, sender)
         async with running(t):
             t.send([hb(1, 2, 0)])
-            await eventually(lambda: reports.unreachable != [], what="unreachable report")
+            await eventually(lambda: sender.unreachable != [], what="unreachable report")
             await member.start()
             try:
                 n = 1
@@ -282,11 +321,11 @@ def test_delivery_resumes_when_a_peer_comes_back(tmp_path: Path) -> None:
                 # Once up, the link carries everything sent after it.
                 t.send([hb(1, 2, k) for k in range(n, n + 100)])
                 await eventually(lambda: member.messages[-1].commit == n + 99)  # type: ignore[union-attr]
-                unreachable_before = len(reports.unreachable)
+                unreachable_before = len(sender.unreachable)
                 # The peer goes away again (server stopped): it is reported again.
                 await member.stop()
                 t.send([hb(1, 2, 0)])
-                await eventually(lambda: len(reports.unreachable) > unreachable_before)
+                await eventually(lambda: len(sender.unreachable) > unreachable_before)
             finally:
                 await member.stop()
 
@@ -296,12 +335,12 @@ def test_delivery_resumes_when_a_peer_comes_back(tmp_path: Path) -> None:
 def test_cluster_id_mismatch_is_refused(tmp_path: Path) -> None:
     async def main() -> None:
         member = Member(2, tmp_path / "m2", cluster_id=CLUSTER + 1)
-        reports = Reports()
-        t = make_transport(1, {}, reports)
+        sender = FakeHandler()
+        t = make_transport(1, {}, sender)
         async with running(member, t):
             t.set_peers({1: "ignored-self", 2: member.addr})
             t.send([hb(1, 2, 0)])
-            await eventually(lambda: 2 in reports.unreachable, what="unreachable report")
+            await eventually(lambda: 2 in sender.unreachable, what="unreachable report")
             assert member.messages == []
 
     run(main())
@@ -310,9 +349,9 @@ def test_cluster_id_mismatch_is_refused(tmp_path: Path) -> None:
 def test_batch_for_another_member_is_ignored(tmp_path: Path) -> None:
     async def main() -> None:
         member = Member(2, tmp_path / "m2")
-        reports = Reports()
+        sender = FakeHandler()
         # Member 3's address points at member 2 (a stale address book).
-        t = make_transport(1, {3: member.addr}, reports)
+        t = make_transport(1, {3: member.addr}, sender)
         async with running(member, t):
             t.send([hb(1, 3, n) for n in range(10)])
             await eventually(lambda: t.batches_sent > 0 and member.service is not None)
@@ -325,8 +364,8 @@ def test_batch_for_another_member_is_ignored(tmp_path: Path) -> None:
 def test_set_peers_adds_and_removes_links(tmp_path: Path) -> None:
     async def main() -> None:
         m2, m3 = Member(2, tmp_path / "m2"), Member(3, tmp_path / "m3")
-        reports = Reports()
-        t = make_transport(1, {2: "placeholder:1"}, reports)
+        sender = FakeHandler()
+        t = make_transport(1, {2: "placeholder:1"}, sender)
         async with running(m2, m3, t):
             t.set_peers({2: m2.addr, 3: m3.addr})  # 2's address changed; 3 is new
             t.send([hb(1, 2, 0), hb(1, 3, 0)])
@@ -387,7 +426,7 @@ def test_the_receiver_acknowledges_cumulatively_and_when_asked(tmp_path: Path) -
                 call = peer_pb2_grpc.RaftStub(channel).Stream(iter(batches))
                 acks = [ack.seq async for ack in call]
             # The first batch, every ACK_EVERY-th, and the one that asked: not one ack per batch.
-            every = transport_mod.ACK_EVERY
+            every = options.ACK_EVERY
             assert acks == sorted({1, 11, *range(every, 21, every)})
             assert len(member.messages) == 20
 
@@ -401,16 +440,16 @@ def test_a_small_window_still_makes_progress_with_coalesced_acks(
     async def main() -> None:
         member = Member(2, tmp_path / "m2")
         await member.start()
-        reports = Reports()
+        sender = FakeHandler()
         # One message per batch: many more batches than the receiver acknowledges unasked.
         t = make_transport(
-            1, {2: member.addr}, reports, max_unacked_batches=window, batch_max_msgs=1
+            1, {2: member.addr}, sender, max_unacked_batches=window, batch_max_msgs=1
         )
         async with running(member, t):
             t.send([hb(1, 2, n) for n in range(300)])
             await eventually(lambda: len(member.messages) == 300, what="delivery")
         assert [m.commit for m in member.messages if isinstance(m, Heartbeat)] == list(range(300))
-        assert reports.unreachable == []
+        assert sender.unreachable == []
 
     run(main())
 
@@ -433,7 +472,9 @@ def dump_chunks(seed: int = 0) -> list[bytes]:
     return [rnd.randbytes(n) for n in sizes]
 
 
-def test_snapshot_arrives_intact(tmp_path: Path) -> None:
+def test_snapshot_arrives_intact_under_its_index_and_term(tmp_path: Path) -> None:
+    """The image is saved as the file named by the snapshot's index and term and found by its
+    meta; the InstallSnapshot handed to the member carries no data (no path, no image)."""
     chunks = dump_chunks()
     threads: set[str] = set()
 
@@ -446,30 +487,36 @@ def test_snapshot_arrives_intact(tmp_path: Path) -> None:
 
     async def main() -> None:
         member = Member(2, tmp_path / "snaps")
-        reports = Reports()
-        t = make_transport(1, {2: ""}, reports, snapshot_source=source)
+        sender = FakeHandler(chunks=source)
+        t = make_transport(1, {2: ""}, sender)
         async with running(member, t):
             t.set_peers({2: member.addr})
             # A second InstallSnapshot while one is in flight is not sent twice.
             t.send([snapshot_message(), hb(1, 2, 1), snapshot_message()])
-            await eventually(lambda: reports.snapshot_status != [], 15, "snapshot status")
-            assert reports.snapshot_status == [(2, True)]
+            await eventually(lambda: sender.snapshot_status != [], 15, "snapshot status")
+            assert sender.snapshot_status == [(2, True)]
             await eventually(lambda: len(member.messages) == 2)
         (snap,) = [m for m in member.messages if isinstance(m, InstallSnapshot)]
-        path = Path(snap.snapshot.data.decode())
+        assert snap == InstallSnapshot(1, 2, 9, Snapshot(META, b""))
+        path = snapshot_path(tmp_path / "snaps", META.index, META.term)
         assert path == tmp_path / "snaps" / f"{META.index:016x}-{META.term:016x}.snap"
-        assert snap == InstallSnapshot(1, 2, 9, Snapshot(META, str(path).encode()))
-        data = path.read_bytes()
+        assert os.listdir(tmp_path / "snaps") == [path.name]  # no temp file left
+        received = ReceivedSnapshots(tmp_path / "snaps")
+        image = received.open(snap.snapshot.meta)
+        assert image is not None
+        with image:
+            data = image.read()
         assert len(data) == sum(map(len, chunks))
         assert hashlib.sha256(data).digest() == hashlib.sha256(b"".join(chunks)).digest()
-        assert os.listdir(tmp_path / "snaps") == [path.name]  # no temp file left
+        received.remove(snap.snapshot.meta)
+        assert os.listdir(tmp_path / "snaps") == []
         assert len(threads) == 1 and "MainThread" not in threads
 
     run(main())
 
 
 def test_corrupted_snapshot_checksum_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_next_chunk = transport_mod._next_chunk
+    real_next_chunk = snapshot_sender._next_chunk
 
     def corrupting_next_chunk(source: Iterator[bytes], hasher: Any) -> bytes | None:
         chunk = real_next_chunk(source, hasher)
@@ -477,17 +524,17 @@ def test_corrupted_snapshot_checksum_fails(tmp_path: Path, monkeypatch: pytest.M
             hasher.update(b"!")  # the sender's checksum no longer matches the data
         return chunk
 
-    monkeypatch.setattr(transport_mod, "_next_chunk", corrupting_next_chunk)
+    monkeypatch.setattr(snapshot_sender, "_next_chunk", corrupting_next_chunk)
 
     async def main() -> None:
         member = Member(2, tmp_path / "snaps")
-        reports = Reports()
-        t = make_transport(1, {}, reports, snapshot_source=lambda: iter(dump_chunks()))
+        sender = FakeHandler(chunks=lambda: iter(dump_chunks()))
+        t = make_transport(1, {}, sender)
         async with running(member, t):
             t.set_peers({2: member.addr})
             t.send([snapshot_message()])
-            await eventually(lambda: reports.snapshot_status != [], 15, "snapshot status")
-            assert reports.snapshot_status == [(2, False)]
+            await eventually(lambda: sender.snapshot_status != [], 15, "snapshot status")
+            assert sender.snapshot_status == [(2, False)]
         assert member.messages == []
         assert os.listdir(tmp_path / "snaps") == []  # the temp file was deleted
 
@@ -557,7 +604,8 @@ def test_snapshot_receiver_checks_offsets_and_checksum(tmp_path: Path) -> None:
             assert ack.received_bytes == 6
             (snap,) = member.messages
             assert isinstance(snap, InstallSnapshot)
-            assert Path(snap.snapshot.data.decode()).read_bytes() == b"abcdef"
+            assert snap.snapshot.data == b""
+            assert snapshot_path(tmp_path / "snaps", 5, 2).read_bytes() == b"abcdef"
 
     run(main())
 
@@ -569,18 +617,18 @@ def test_snapshot_source_failure_reports_false(tmp_path: Path) -> None:
 
     async def main() -> None:
         member = Member(2, tmp_path / "snaps")
-        reports = Reports()
+        sender = FakeHandler(chunks=broken_source)
         dead = f"127.0.0.1:{await dead_port(tmp_path)}"
-        t = make_transport(1, {2: "", 3: dead}, reports, snapshot_source=broken_source)
+        t = make_transport(1, {2: "", 3: dead}, sender)
         async with running(member, t):
             t.set_peers({2: member.addr, 3: dead})
             t.send([snapshot_message()])
             t.send([InstallSnapshot(1, 3, 9, Snapshot(META))])  # to a peer that is down
-            await eventually(lambda: len(reports.snapshot_status) == 2, 10)
-            assert sorted(reports.snapshot_status) == [(2, False), (3, False)]
+            await eventually(lambda: len(sender.snapshot_status) == 2, 10)
+            assert sorted(sender.snapshot_status) == [(2, False), (3, False)]
             # A later snapshot to the same peer is attempted again (and fails again).
             t.send([snapshot_message()])
-            await eventually(lambda: len(reports.snapshot_status) == 3, 10)
+            await eventually(lambda: len(sender.snapshot_status) == 3, 10)
         assert member.messages == []
         # No partial file left. The receiver makes the directory with its first chunk, and
         # whether a chunk got there before the source failed is a race.
@@ -590,49 +638,57 @@ def test_snapshot_source_failure_reports_false(tmp_path: Path) -> None:
     run(main())
 
 
+def test_received_snapshots_are_found_by_index_and_term_only(tmp_path: Path) -> None:
+    received = ReceivedSnapshots(tmp_path / "snap")
+    assert received.open(META) is None  # no directory yet
+    received.remove(META)  # nothing to remove: no error
+    (tmp_path / "snap").mkdir()
+    snapshot_path(tmp_path / "snap", META.index, META.term).write_bytes(b"image")
+    other_term = SnapshotMeta(index=META.index, term=META.term + 1, conf_state=META.conf_state)
+    assert received.open(other_term) is None
+    # The configuration is not part of the name: the index and term identify a snapshot.
+    image = received.open(SnapshotMeta(index=META.index, term=META.term))
+    assert image is not None
+    with image:
+        assert image.read() == b"image"
+    received.remove(META)
+    assert received.open(META) is None
+
+
 # ------------------------------------------------------------------------------------------------
 # Forward
 # ------------------------------------------------------------------------------------------------
 
 
-def test_forwards_are_fire_and_forget_and_only_refusals_are_answered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("refusal", list(Refusal))
+def test_forwards_are_fire_and_forget_and_only_refusals_are_answered(
+    tmp_path: Path, refusal: Refusal
+) -> None:
     """Forwarded commands ride the message stream to the receiver's handler, in order, batched
-    with whatever is queued; the receiver answers only to turn a batch down, and the sender
-    reports exactly those ids."""
-    received: list[bytes] = []
-
-    def take(commands: list[bytes]) -> bytes | None:
-        received.extend(commands)
-        return None
-
-    def refuse(commands: list[bytes]) -> bytes:
-        return b"not leader"
+    with whatever is queued; the receiver answers only to turn a batch down, and the sender's
+    handler hears exactly those ids, with the receiver's reason."""
 
     async def main() -> None:
-        leader = Member(2, tmp_path / "m2", forward_handler=take)
-        stale = Member(3, tmp_path / "m3", forward_handler=refuse)
-        rejected: list[tuple[list[int], bytes | None]] = []
-        reports = Reports()
-        t = make_transport(
-            1,
-            {2: "", 3: ""},
-            reports,
-            on_forwards_rejected=lambda ids, why: rejected.append((list(ids), why)),
-        )
+        leader = Member(2, tmp_path / "m2")
+        stale = Member(3, tmp_path / "m3", FakeHandler(refusal=refusal))
+        sender = FakeHandler()
+        t = make_transport(1, {2: "", 3: ""}, sender)
         async with running(leader, stale, t):
             t.set_peers({2: leader.addr, 3: stale.addr})
             for i in range(50):
                 assert t.forward(2, i + 1, bytes([i]))
             t.send([hb(1, 2, n) for n in range(5)])
+            received = leader.handler.forwarded
             await eventually(lambda: len(received) == 50, what="forwards delivered")
             assert received == [bytes([i]) for i in range(50)]
             assert t.batches_sent < 50  # batched, not one stream message each
             assert t.forward(3, 100, b"x") and t.forward(3, 101, b"y")
-            await eventually(lambda: sum(len(ids) for ids, _ in rejected) == 2)
-            assert sorted(i for ids, _ in rejected for i in ids) == [100, 101]
-            assert {why for _, why in rejected} == {b"not leader"}
+            await eventually(lambda: sum(len(ids) for ids, _ in sender.rejected) == 2)
+            assert sorted(i for ids, _ in sender.rejected for i in ids) == [100, 101]
+            assert {why for _, why in sender.rejected} == {refusal}
             assert not t.forward(5, 1, b"x")  # an unknown member: nothing sent
-        assert reports.unreachable == []
+        assert sender.unreachable == []
+        assert sender.lost == []
 
     run(main())
 
@@ -646,27 +702,63 @@ def test_forwards_on_a_broken_link_are_reported_lost_and_unsent_ones_rejected(
 
     async def main() -> None:
         member = Member(3, tmp_path / "m3")
-        rejected: list[tuple[list[int], bytes | None]] = []
-        lost: list[int] = []
-        reports = Reports()
+        sender = FakeHandler()
         dead = f"127.0.0.1:{await dead_port(tmp_path)}"
-        t = make_transport(
-            1,
-            {3: "", 4: dead},
-            reports,
-            on_forwards_rejected=lambda ids, why: rejected.append((list(ids), why)),
-            on_forwards_lost=lost.extend,
-        )
+        t = make_transport(1, {3: "", 4: dead}, sender)
         async with running(member, t):
             t.set_peers({3: member.addr, 4: dead})
             assert t.forward(4, 7, b"x")
-            await eventually(lambda: lost != [], what="the lost report")
-            assert lost == [7]
+            await eventually(lambda: sender.lost != [], what="the lost report")
+            assert sender.lost == [7]
             assert t.forward(3, 8, b"y")
             t.set_peers({4: dead})  # 3 removed before its sender took the forward
-            await eventually(lambda: rejected != [], what="the unsent report")
-            assert rejected == [([8], None)]
-        assert 4 in reports.unreachable
+            await eventually(lambda: sender.rejected != [], what="the unsent report")
+            assert sender.rejected == [([8], None)]
+        assert 4 in sender.unreachable
+
+    run(main())
+
+
+# ------------------------------------------------------------------------------------------------
+# The handler protocol
+# ------------------------------------------------------------------------------------------------
+
+
+def test_one_handler_is_all_a_member_gives_both_sides(tmp_path: Path) -> None:
+    """Each member hands one PeerHandler to its GrpcTransport and to its PeerService, and all
+    the transport does for it arrives there: messages, forwarded writes and their refusals,
+    snapshots out (the image) and in (the message), and reports of unreachable peers."""
+
+    async def main() -> None:
+        image = [b"state ", b"machine"]
+        handlers = {
+            1: FakeHandler(chunks=lambda: iter(image)),
+            2: FakeHandler(refusal=Refusal.NOT_LEADER),
+        }
+        members = {i: Member(i, tmp_path / f"m{i}", handler) for i, handler in handlers.items()}
+        for member in members.values():
+            await member.start()
+        peers = {i: m.addr for i, m in members.items()}
+        peers[3] = f"127.0.0.1:{await dead_port(tmp_path)}"
+        transports = {i: make_transport(i, peers, handlers[i]) for i in members}
+        async with running(*members.values(), *transports.values()):
+            transports[1].send([hb(1, 2, 0), snapshot_message(), hb(1, 3, 0)])
+            assert transports[1].forward(2, 5, b"w")
+            transports[2].send([hb(2, 1, 7)])
+            await eventually(lambda: handlers[1].snapshot_status == [(2, True)], 15)
+            await eventually(lambda: handlers[1].rejected == [([5], Refusal.NOT_LEADER)])
+            await eventually(lambda: 3 in handlers[1].unreachable, what="unreachable report")
+            await eventually(lambda: len(handlers[2].messages) == 2 and handlers[1].messages != [])
+        assert handlers[1].messages == [hb(2, 1, 7)]
+        assert handlers[2].forwarded == [b"w"]
+        # The heartbeat and the snapshot travel on separate calls: in either order.
+        assert sorted(handlers[2].messages, key=lambda m: type(m).__name__) == [
+            hb(1, 2, 0),
+            InstallSnapshot(1, 2, 9, Snapshot(META, b"")),
+        ]
+        received = snapshot_path(tmp_path / "m2", META.index, META.term)
+        assert received.read_bytes() == b"state machine"
+        assert handlers[1].lost == [] and handlers[2].unreachable == []
 
     run(main())
 
@@ -684,9 +776,9 @@ def test_close_is_clean_and_idempotent(tmp_path: Path) -> None:
 
     async def main() -> None:
         member = Member(2, tmp_path / "snaps")
-        reports = Reports()
+        sender = FakeHandler(chunks=endless_source)
         dead = f"127.0.0.1:{await dead_port(tmp_path)}"
-        t = make_transport(1, {2: "", 3: dead}, reports, snapshot_source=endless_source)
+        t = make_transport(1, {2: "", 3: dead}, sender)
         async with running(member, t):
             await t.start()  # idempotent
             t.set_peers({2: member.addr, 3: dead})
@@ -697,10 +789,10 @@ def test_close_is_clean_and_idempotent(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)  # the snapshot is streaming, the dead link backing off
             await asyncio.gather(t.close(), t.close())
             await t.close()
-            reported = (list(reports.unreachable), list(reports.snapshot_status))
-            assert reports.snapshot_status == []  # no callbacks once closing began
+            reported = (list(sender.unreachable), list(sender.snapshot_status))
+            assert sender.snapshot_status == []  # no callbacks once closing began
             await asyncio.sleep(0.1)
-            assert (reports.unreachable, reports.snapshot_status) == reported
+            assert (sender.unreachable, sender.snapshot_status) == reported
             with pytest.raises(RuntimeError):
                 await t.start()
             assert not t.forward(2, 2, b"q")
@@ -721,7 +813,7 @@ def test_bench_stream_throughput(tmp_path: Path) -> None:
 
     async def main() -> None:
         member = Member(2, tmp_path / "m2")
-        t = make_transport(1, {}, Reports(), max_queue_msgs=total)
+        t = make_transport(1, {}, FakeHandler(), max_queue_msgs=total)
         async with running(member, t):
             t.set_peers({2: member.addr})
             for label, make in (

@@ -7,8 +7,11 @@ kind, an unsorted configuration. Every such problem raises ``ValueError``, so a 
 one bad message without trusting the rest of the value.
 
 For InstallSnapshot the snapshot ``data`` travels as it is: over the Raft stream the transport
-never sends InstallSnapshot (it uses the Snapshot RPC), and the receiver of that RPC puts the
-path of the received file in ``data`` before handing the message to its core.
+never sends InstallSnapshot (it uses the Snapshot RPC), and the receiver of that RPC hands its
+core an InstallSnapshot with empty ``data``; the image waits in a file named by index and term.
+
+A forward's refusal converts between :class:`~raftkv.server.peer.handler.Refusal` and the
+protocol's ``ForwardRefusal`` enum.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from raftkv.raft.types import (
     SnapshotMeta,
     Term,
 )
+from raftkv.server.peer.handler import Refusal
 
 __all__ = [
     "conf_state_from_pb",
@@ -51,16 +55,33 @@ __all__ = [
     "hard_state_to_pb",
     "message_from_pb",
     "message_to_pb",
+    "refusal_from_pb",
+    "refusal_to_pb",
     "snapshot_meta_from_pb",
     "snapshot_meta_to_pb",
 ]
 
 _ENTRY_KINDS = {int(k): k for k in EntryKind}
+_REFUSALS_TO_PB: dict[Refusal, peer_pb2.ForwardRefusal.ValueType] = {
+    Refusal.NOT_LEADER: peer_pb2.FORWARD_REFUSAL_NOT_LEADER,
+    Refusal.LEADER_CHANGED: peer_pb2.FORWARD_REFUSAL_LEADER_CHANGED,
+}
+_REFUSALS_FROM_PB = {pb: refusal for refusal, pb in _REFUSALS_TO_PB.items()}
 
 
 # ------------------------------------------------------------------------------------------------
 # Value types
 # ------------------------------------------------------------------------------------------------
+
+
+def refusal_to_pb(refusal: Refusal) -> peer_pb2.ForwardRefusal.ValueType:
+    return _REFUSALS_TO_PB[refusal]
+
+
+def refusal_from_pb(pb: peer_pb2.ForwardRefusal.ValueType) -> Refusal | None:
+    """None for UNSPECIFIED or a value this version does not know (a newer peer's reason): the
+    writes were turned down all the same, so the sender may send them again."""
+    return _REFUSALS_FROM_PB.get(pb)
 
 
 def entry_to_pb(entry: Entry) -> peer_pb2.Entry:

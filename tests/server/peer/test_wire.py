@@ -1,4 +1,5 @@
-"""raftkv.server.wire: every Raft message kind survives the peer protocol; bad input is refused."""
+"""raftkv.server.peer.wire: every Raft message kind and forward refusal survives the peer
+protocol; bad input is refused."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from raftkv.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
-from raftkv.server import wire
+from raftkv.server.peer import wire
+from raftkv.server.peer.handler import Refusal
 
 U64 = st.integers(0, 2**64 - 1)
 IDS = st.integers(1, 2**64 - 1)
@@ -157,9 +159,9 @@ def test_empty_bodies_keep_their_kind() -> None:
 
 def test_install_snapshot_data_travels_as_is() -> None:
     meta = SnapshotMeta(index=10, term=2, conf_state=ConfState(voters=(1, 2, 3)))
-    msg = m.InstallSnapshot(1, 2, 3, Snapshot(meta=meta, data=b"/var/snap/x.snap"))
+    msg = m.InstallSnapshot(1, 2, 3, Snapshot(meta=meta, data=b"an image"))
     pb = wire.message_to_pb(msg)
-    assert pb.install_snapshot.data == b"/var/snap/x.snap"
+    assert pb.install_snapshot.data == b"an image"
     assert wire.message_from_pb(pb) == msg
 
 
@@ -248,3 +250,26 @@ def test_every_message_field_is_mapped() -> None:
             assert names == {"snapshot"} and proto_names == {"meta", "data"}
         else:
             assert names == proto_names, cls
+
+
+@pytest.mark.parametrize("refusal", list(Refusal))
+def test_a_forward_refusal_round_trips(refusal: Refusal) -> None:
+    result = peer_pb2.ForwardResult(id=7, refusal=wire.refusal_to_pb(refusal))
+    again = peer_pb2.ForwardResult.FromString(result.SerializeToString())
+    assert again.refusal != peer_pb2.FORWARD_REFUSAL_UNSPECIFIED
+    assert wire.refusal_from_pb(again.refusal) is refusal
+
+
+def test_an_unspecified_or_unknown_refusal_decodes_as_no_known_reason() -> None:
+    """A refusal all the same (nothing was proposed), so the sender may send the write again."""
+    assert wire.refusal_from_pb(peer_pb2.FORWARD_REFUSAL_UNSPECIFIED) is None
+    # A newer peer's reason: proto3 keeps an unknown enum value as its number.
+    unknown = peer_pb2.ForwardResult.FromString(b"\x18\x63")  # field 3, varint 99
+    assert unknown.refusal == 99
+    assert wire.refusal_from_pb(unknown.refusal) is None
+
+
+def test_every_refusal_has_its_own_wire_value() -> None:
+    values = [wire.refusal_to_pb(refusal) for refusal in Refusal]
+    assert len(set(values)) == len(Refusal) == 2
+    assert peer_pb2.FORWARD_REFUSAL_UNSPECIFIED not in values
