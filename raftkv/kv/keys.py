@@ -32,6 +32,7 @@ from raftkv.kv.types import (
 
 __all__ = [
     "MAX_STORED_KEY_BYTES",
+    "MAX_TXN_DEPTH",
     "MAX_TXN_OPS",
     "escape_key",
     "escaped_size",
@@ -43,6 +44,14 @@ __all__ = [
 ]
 
 MAX_TXN_OPS = 128
+"""etcd's --max-txn-ops default. etcd spends it as a budget down the nesting: a txn may hold
+that many compares, success ops and failure ops each, and a txn nested in it only the budget
+minus the largest of its parent's three counts (etcd's checkTxnRequest)."""
+MAX_TXN_DEPTH = MAX_TXN_OPS + 1
+"""The deepest nesting the budget can allow: every level that holds a txn spends at least one,
+so level 129 is reachable (an empty txn) and level 130 never is. Deeper requests are refused
+before they are decoded in full (raftkv.server.decoding), which also bounds every recursion over
+a txn."""
 MAX_STORED_KEY_BYTES = 511
 """LMDB's key size limit. The history key is ``escape_key(key) + 16`` bytes, so user keys are
 bounded (to 493 bytes without NUL bytes); longer keys get "request is too large"."""
@@ -167,20 +176,26 @@ def validate_request(req: Request) -> None:
     elif isinstance(req, DeleteRangeRequest):
         _check_key(req.key)
     elif isinstance(req, TxnRequest):
-        _validate_txn(req)
+        _validate_txn(req, MAX_TXN_OPS)
+        _check_intervals(req.success)
+        _check_intervals(req.failure)
     elif isinstance(req, CompactionRequest):
         pass
 
 
-def _validate_txn(txn: TxnRequest) -> None:
-    if max(len(txn.compare), len(txn.success), len(txn.failure)) > MAX_TXN_OPS:
+def _validate_txn(txn: TxnRequest, budget: int) -> None:
+    """etcd's checkTxnRequest, in its order: the op count against what the enclosing txns left
+    of the budget, then the compares' keys, then each op (a nested txn with less budget)."""
+    spent = max(len(txn.compare), len(txn.success), len(txn.failure))
+    if spent > budget:
         raise TooManyOpsError()
     for c in txn.compare:
         _check_key(c.key)
     for op in (*txn.success, *txn.failure):
-        validate_request(op)
-    _check_intervals(txn.success)
-    _check_intervals(txn.failure)
+        if isinstance(op, TxnRequest):
+            _validate_txn(op, budget - spent)
+        else:
+            validate_request(op)
 
 
 class _Dels:

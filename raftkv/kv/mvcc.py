@@ -23,7 +23,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from raftkv.kv.backend import HIST, META, REV, KVBackend, ReadTxn, WriteTxn
-from raftkv.kv.errors import CompactedRevisionError, FutureRevisionError, KeyNotFoundError
+from raftkv.kv.errors import (
+    CompactedRevisionError,
+    FutureRevisionError,
+    KeyNotFoundError,
+    LeaseNotFoundError,
+)
 from raftkv.kv.keys import escape_key, normalize_end, unescape_key, validate_request
 from raftkv.kv.types import (
     CompactionRequest,
@@ -243,11 +248,13 @@ class MVCCStore:
         with self.backend.read() as txn:
             cur = self.current_revision_in(txn)
             compacted = self.compacted_revision_in(txn)
+            # etcd's HashByRev: the compacted revision itself is gone too (unlike for a read,
+            # which may ask for it), and that check comes first.
+            if 0 < revision <= compacted:
+                raise CompactedRevisionError()
             rev = cur if revision <= 0 else revision
             if rev > cur:
                 raise FutureRevisionError()
-            if rev < compacted:
-                raise CompactedRevisionError()
             h = zlib.crc32(b"raftkv-hashkv")
             for hk, hv in txn.scan(HIST, b""):
                 if _main_of(hk) <= rev:
@@ -272,6 +279,7 @@ class MVCCStore:
             revs.compacted = req.revision
             return resp
         if isinstance(req, PutRequest):
+            _check_lease(txn, req.lease)  # etcd's Put looks the lease up first, a txn second
             missing = req.ignore_value or req.ignore_lease
             if missing and _live(txn, escape_key(req.key)) is None:
                 raise KeyNotFoundError()
@@ -393,15 +401,19 @@ def _compare_one(c: Compare, kv: KeyValue) -> bool:
         diff = kv.create_revision - c.create_revision
     elif c.target == CompareTarget.MOD:
         diff = kv.mod_revision - c.mod_revision
-    else:
+    elif c.target == CompareTarget.LEASE:
         diff = kv.lease - c.lease
+    else:
+        diff = 0  # an unnamed target: etcd's compareKV compares nothing
     if c.result == CompareResult.EQUAL:
         return diff == 0
     if c.result == CompareResult.NOT_EQUAL:
         return diff != 0
     if c.result == CompareResult.GREATER:
         return diff > 0
-    return diff < 0
+    if c.result == CompareResult.LESS:
+        return diff < 0
+    return True  # an unnamed result: etcd's compareKV falls through to true
 
 
 def evaluate_compare(txn: ReadTxn, c: Compare, rev: int) -> bool:
@@ -432,26 +444,47 @@ def _compare_path(txn: ReadTxn, req: TxnRequest, rev: int) -> list[bool]:
     return path
 
 
-def _precheck(
-    txn: ReadTxn, req: TxnRequest, path: Sequence[bool], cur: int, compacted: int
-) -> None:
-    """Errors that fail a whole txn before it writes anything (etcd's checkRequests)."""
+def _check_lease(txn: ReadTxn, lease: int) -> None:
+    """The one check that a put's lease exists (etcd's lessor lookup, at apply time). raftkv
+    has no leases yet: every id but 0 (no lease) is refused, as etcd refuses an id it never
+    granted. Leases will look the id up in ``txn`` here."""
+    if lease != 0:
+        raise LeaseNotFoundError()
+
+
+def _taken_ops(req: TxnRequest, path: Sequence[bool]) -> list[RequestOp]:
+    """The ops of the branches ``path`` takes, nested txns expanded in place, in order."""
     it = iter(path)
+    out: list[RequestOp] = []
 
     def walk(t: TxnRequest) -> None:
         for op in t.success if next(it) else t.failure:
             if isinstance(op, TxnRequest):
                 walk(op)
-            elif isinstance(op, PutRequest) and (op.ignore_value or op.ignore_lease):
-                if _live(txn, escape_key(op.key)) is None:
-                    raise KeyNotFoundError()
-            elif isinstance(op, RangeRequest):
-                if op.revision > cur:
-                    raise FutureRevisionError()
-                if 0 < op.revision < compacted:
-                    raise CompactedRevisionError()
+            else:
+                out.append(op)
 
     walk(req)
+    return out
+
+
+def _precheck(
+    txn: ReadTxn, req: TxnRequest, path: Sequence[bool], cur: int, compacted: int
+) -> None:
+    """Errors that fail a whole txn before it writes anything (etcd's checkRequests), in etcd's
+    order: every put first (key, then lease), then every range."""
+    ops = _taken_ops(req, path)
+    for op in ops:
+        if isinstance(op, PutRequest):
+            if (op.ignore_value or op.ignore_lease) and _live(txn, escape_key(op.key)) is None:
+                raise KeyNotFoundError()
+            _check_lease(txn, op.lease)
+    for op in ops:
+        if isinstance(op, RangeRequest):
+            if op.revision > cur:
+                raise FutureRevisionError()
+            if 0 < op.revision < compacted:
+                raise CompactedRevisionError()
 
 
 class _Writer:

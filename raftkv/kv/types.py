@@ -30,6 +30,10 @@ class CompareResult(enum.IntEnum):
     GREATER = 1
     LESS = 2
     NOT_EQUAL = 3
+    OTHER = 255
+    """Any number etcd does not name (the wire carries an int32). etcd 3.4 does not refuse it:
+    its compareKV falls through its switch and answers true, so every such number behaves the
+    same and one value stands for all of them (255: it fits the command codec's byte)."""
 
 
 class CompareTarget(enum.IntEnum):
@@ -38,6 +42,9 @@ class CompareTarget(enum.IntEnum):
     MOD = 2
     VALUE = 3
     LEASE = 4
+    OTHER = 255
+    """Any number etcd does not name. etcd 3.4 compares nothing for it (the difference stays
+    0, so EQUAL holds and the other results fail), whatever key exists."""
 
 
 class EventType(enum.IntEnum):

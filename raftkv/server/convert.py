@@ -1,9 +1,9 @@
 """etcd's protobuf messages <-> the pure ``raftkv.kv.types`` values, field by field.
 
 Requests come in (``*_from_pb``), responses go out (``*_to_pb``). Conversion never validates
-more than the wire forces it to: an enum value that has no ``raftkv.kv.types`` member fails
-here (etcd's error for it where etcd has one), and everything else is left to
-``raftkv.kv.keys.validate_request``.
+more than the wire forces it to: a sort option that has no ``raftkv.kv.types`` member fails
+here with etcd's error, a compare's unnamed result or target becomes ``OTHER`` (etcd evaluates
+those), and everything else is left to ``raftkv.kv.keys.validate_request``.
 
 Headers: a top-level response carries the full header (cluster_id, member_id, revision,
 raft_term), built by the caller. Inside a txn, etcd gives each Range, Put and DeleteRange
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
-from raftkv.kv.errors import InvalidSortOptionError, KeyNotFoundError, KVError
+from raftkv.kv.errors import InvalidSortOptionError, KeyNotFoundError
 from raftkv.kv.types import (
     CompactionRequest,
     Compare,
@@ -41,7 +41,6 @@ from raftkv.pb.etcdserverpb import rpc_pb2
 from raftkv.pb.mvccpb import kv_pb2
 
 __all__ = [
-    "InvalidCompareError",
     "compaction_request_from_pb",
     "compare_from_pb",
     "delete_range_request_from_pb",
@@ -59,17 +58,8 @@ __all__ = [
 
 _SORT_ORDERS = tuple(SortOrder)
 _SORT_TARGETS = tuple(SortTarget)
-_COMPARE_RESULTS = tuple(CompareResult)
-_COMPARE_TARGETS = tuple(CompareTarget)
-
-
-class InvalidCompareError(KVError):
-    """A Compare whose result or target is not one of etcd's enum values.
-
-    etcd has no error for this (3.4 silently treats such a compare as true); raftkv rejects it.
-    """
-
-    text = "etcdserver: invalid compare result or target"
+_COMPARE_RESULTS = {int(r): r for r in CompareResult if r is not CompareResult.OTHER}
+_COMPARE_TARGETS = {int(t): t for t in CompareTarget if t is not CompareTarget.OTHER}
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -109,14 +99,16 @@ def compaction_request_from_pb(m: rpc_pb2.CompactionRequest) -> CompactionReques
 
 
 def compare_from_pb(m: rpc_pb2.Compare) -> Compare:
-    result, target = m.result, m.target
-    if not (0 <= result < len(_COMPARE_RESULTS) and 0 <= target < len(_COMPARE_TARGETS)):
-        raise InvalidCompareError()
+    result = _COMPARE_RESULTS.get(m.result, CompareResult.OTHER)
+    target = _COMPARE_TARGETS.get(m.target, CompareTarget.OTHER)
+    if target is CompareTarget.OTHER:
+        # Nothing is compared: drop the operand, so equal compares encode equally.
+        return Compare(result, target, m.key, range_end=m.range_end)
     # Unset members of the target_union oneof read as their zero value, which is what etcd
     # compares against when the union does not match the target.
     return Compare(
-        _COMPARE_RESULTS[result],
-        _COMPARE_TARGETS[target],
+        result,
+        target,
         m.key,
         m.version,
         m.create_revision,
@@ -208,23 +200,33 @@ def delete_range_response_to_pb(
     return out
 
 
-def _response_op_to_pb(r: ResponseOp) -> rpc_pb2.ResponseOp:
+def _fill_response_op(out: rpc_pb2.ResponseOp, r: ResponseOp) -> None:
     if isinstance(r, RangeResponse):
         hdr = rpc_pb2.ResponseHeader(revision=r.revision)
-        return rpc_pb2.ResponseOp(response_range=range_response_to_pb(r, hdr))
-    if isinstance(r, PutResponse):
+        out.response_range.CopyFrom(range_response_to_pb(r, hdr))
+    elif isinstance(r, PutResponse):
         hdr = rpc_pb2.ResponseHeader(revision=r.revision)
-        return rpc_pb2.ResponseOp(response_put=put_response_to_pb(r, hdr))
-    if isinstance(r, DeleteRangeResponse):
+        out.response_put.CopyFrom(put_response_to_pb(r, hdr))
+    elif isinstance(r, DeleteRangeResponse):
         hdr = rpc_pb2.ResponseHeader(revision=r.revision)
-        return rpc_pb2.ResponseOp(response_delete_range=delete_range_response_to_pb(r, hdr))
-    # etcd leaves a nested txn's header empty (present, with no fields set).
-    return rpc_pb2.ResponseOp(response_txn=txn_response_to_pb(r, rpc_pb2.ResponseHeader()))
+        out.response_delete_range.CopyFrom(delete_range_response_to_pb(r, hdr))
+    else:
+        # etcd leaves a nested txn's header empty (present, with no fields set).
+        _fill_txn_response(out.response_txn, r, rpc_pb2.ResponseHeader())
+
+
+def _fill_txn_response(
+    out: rpc_pb2.TxnResponse, r: TxnResponse, hdr: rpc_pb2.ResponseHeader
+) -> None:
+    # Built in place: passing a message to a constructor copies it through upb's decoder,
+    # which refuses more than 100 levels (a txn nested 50 deep), and etcd allows 129.
+    out.header.CopyFrom(hdr)
+    out.succeeded = r.succeeded
+    for op in r.responses:
+        _fill_response_op(out.responses.add(), op)
 
 
 def txn_response_to_pb(r: TxnResponse, hdr: rpc_pb2.ResponseHeader) -> rpc_pb2.TxnResponse:
-    return rpc_pb2.TxnResponse(
-        header=hdr,
-        succeeded=r.succeeded,
-        responses=[_response_op_to_pb(op) for op in r.responses],
-    )
+    out = rpc_pb2.TxnResponse()
+    _fill_txn_response(out, r, hdr)
+    return out

@@ -13,11 +13,15 @@ https://github.com/etcd-io/etcd/blob/main/server/embed/config.go, ``grpcOverhead
   every 10 s at most, and under the default policy an idle watch would be cut off with
   GOAWAY "too_many_pings";
 * SO_REUSEPORT is off, so a second member on the same port fails loudly instead of sharing it.
+
+Every method is registered through ``raftkv.server.decoding.guard``, so a request that cannot be
+decoded gets etcd's INTERNAL status instead of gRPC Python's UNKNOWN.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
@@ -25,6 +29,7 @@ from raftkv.pb.etcdserverpb import rpc_pb2_grpc
 from raftkv.pb.health import health_pb2_grpc
 from raftkv.server.api import NodeApi
 from raftkv.server.cluster_service import ClusterService
+from raftkv.server.decoding import guard
 from raftkv.server.health_service import HealthService
 from raftkv.server.kv_service import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -58,6 +63,37 @@ def client_server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+_T = TypeVar("_T")
+
+
+class _GuardingRegistrar:
+    """Stands in for the server in a generated ``add_*Servicer_to_server`` function, which hands
+    its method table to both calls below: the table is registered once, every handler guarded."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+        self.services: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        pass  # the same methods come again, as a table, to add_registered_method_handlers
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        guarded = {name: guard(h) for name, h in handlers.items()}
+        generic = grpc.method_handlers_generic_handler(service, guarded)
+        self._server.add_generic_rpc_handlers((generic,))
+        self._server.add_registered_method_handlers(service, guarded)
+        self.services.append(service)
+
+
+def _add_guarded(server: grpc.aio.Server, add: Callable[[_T, Any], None], servicer: _T) -> None:
+    registrar = _GuardingRegistrar(server)
+    add(servicer, registrar)
+    if not registrar.services:  # a generator that no longer passes its table: fail loudly
+        raise RuntimeError(f"{add.__name__} registered no method table")
+
+
 def add_client_services(
     server: grpc.aio.Server,
     node: NodeApi,
@@ -68,17 +104,24 @@ def add_client_services(
     watch_progress_notify_interval_s: float = 600.0,
 ) -> None:
     """Register etcd's KV, Maintenance, Cluster and Watch services and gRPC health for ``node``."""
-    rpc_pb2_grpc.add_KVServicer_to_server(
-        KVService(node, max_request_bytes=max_request_bytes, request_timeout_s=request_timeout_s),
+    _add_guarded(
         server,
+        rpc_pb2_grpc.add_KVServicer_to_server,
+        KVService(node, max_request_bytes=max_request_bytes, request_timeout_s=request_timeout_s),
     )
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(
-        MaintenanceService(node, request_timeout_s=request_timeout_s), server
+    _add_guarded(
+        server,
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server,
+        MaintenanceService(node, request_timeout_s=request_timeout_s),
     )
-    rpc_pb2_grpc.add_ClusterServicer_to_server(
-        ClusterService(node, request_timeout_s=request_timeout_s), server
+    _add_guarded(
+        server,
+        rpc_pb2_grpc.add_ClusterServicer_to_server,
+        ClusterService(node, request_timeout_s=request_timeout_s),
     )
-    health_pb2_grpc.add_HealthServicer_to_server(
-        HealthService(node, watch_poll_interval_s=health_poll_interval_s), server
+    _add_guarded(
+        server,
+        health_pb2_grpc.add_HealthServicer_to_server,
+        HealthService(node, watch_poll_interval_s=health_poll_interval_s),
     )
     add_watch_service(server, node, progress_notify_interval_s=watch_progress_notify_interval_s)

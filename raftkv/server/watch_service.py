@@ -41,6 +41,7 @@ from raftkv.pb.etcdserverpb import rpc_pb2
 from raftkv.pb.mvccpb import kv_pb2
 from raftkv.server import convert
 from raftkv.server.api import NodeApi
+from raftkv.server.decoding import RefusedRequest, guard
 from raftkv.server.status import Context
 
 __all__ = [
@@ -430,7 +431,8 @@ class _Stream:
         store = self.hub.store
         current = store.current_revision()
         hdr = self.hub.header(current)
-        if req.range_end and req.range_end != b"\0" and req.key >= req.range_end:
+        key = req.key or b"\0"  # etcd's watch server: "\0" is the smallest key
+        if req.range_end and req.range_end != b"\0" and key >= req.range_end:
             self._send(
                 rpc_pb2.WatchResponse(
                     header=hdr, watch_id=-1, created=True, canceled=True,
@@ -457,7 +459,7 @@ class _Stream:
         w = _Watcher(
             id=wid,
             stream=self,
-            key=req.key,
+            key=key,
             range_end=req.range_end,
             next_rev=req.start_revision if req.start_revision != 0 else current + 1,
             prev_kv=req.prev_kv,
@@ -560,19 +562,22 @@ class WatchService:
             self.progress_notify_interval_s,
             self.max_response_bytes,
         )
-        lost_leader = asyncio.Event()
+        # The status the stream must end with (a lost leader, a request it could not decode).
+        end: asyncio.Future[tuple[grpc.StatusCode, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
         tasks = [
-            asyncio.create_task(self._recv(stream, request_iterator)),
+            asyncio.create_task(self._recv(stream, request_iterator, end)),
             asyncio.create_task(self._progress(stream)),
         ]
         if require_leader:
-            tasks.append(asyncio.create_task(self._monitor_leader(lost_leader)))
-        lost = asyncio.create_task(lost_leader.wait())
+            tasks.append(asyncio.create_task(self._monitor_leader(end)))
         get: asyncio.Task[bytes] | None = None
         try:
             while True:
                 get = asyncio.create_task(stream.queue.get())
-                done, _ = await asyncio.wait({get, lost}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {get, end}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if get in done:
                     yield get.result()
                     continue
@@ -581,16 +586,21 @@ class WatchService:
                     await get
                 if get.done() and not get.cancelled():
                     yield get.result()
-                await context.abort(grpc.StatusCode.UNAVAILABLE, NO_LEADER)
+                await context.abort(*end.result())
         finally:
-            stream.close()
-            lost.cancel()
+            stream.close()  # drops every watcher of the stream and cancels its catch-ups
+            end.cancel()
             if get is not None:
                 get.cancel()
             for t in tasks:
                 t.cancel()
 
-    async def _recv(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+    async def _recv(
+        self,
+        stream: _Stream,
+        requests: AsyncIterator[rpc_pb2.WatchRequest],
+        end: asyncio.Future[tuple[grpc.StatusCode, str]],
+    ) -> None:
         try:
             async for req in requests:
                 await stream.queue.wait_room()
@@ -603,6 +613,9 @@ class WatchService:
                     stream.request_progress()
         except asyncio.CancelledError:
             raise
+        except RefusedRequest as exc:  # etcd ends the stream with grpc-go's decoding error
+            if not end.done():
+                end.set_result((exc.refused.code, exc.refused.details))
         except Exception as exc:  # the client went away; the send side ends with the call
             logger.debug("watch stream receive ended: %r", exc)
 
@@ -611,14 +624,15 @@ class WatchService:
             await asyncio.sleep(stream.progress_interval_s)
             stream.notify_progress()
 
-    async def _monitor_leader(self, lost: asyncio.Event) -> None:
+    async def _monitor_leader(self, end: asyncio.Future[tuple[grpc.StatusCode, str]]) -> None:
         fails = 0
         while True:
             await asyncio.sleep(self.leader_check_interval_s)
             if self.node.status().leader == 0:
                 fails += 1
                 if fails >= _MAX_NO_LEADER_CHECKS:
-                    lost.set()
+                    if not end.done():
+                        end.set_result((grpc.StatusCode.UNAVAILABLE, NO_LEADER))
                     return
             else:
                 fails = 0
@@ -629,17 +643,14 @@ def _serialize(msg: bytes | rpc_pb2.WatchResponse) -> bytes:
 
 
 def add_watch_service(server: grpc.aio.Server, node: NodeApi, **options: Any) -> WatchService:
-    """Register etcd's Watch service for ``node``; responses go out pre-serialized."""
+    """Register etcd's Watch service for ``node``; responses go out pre-serialized, requests
+    are decoded as etcd decodes them (``raftkv.server.decoding``)."""
     service = WatchService(node, **options)
-    handler = grpc.method_handlers_generic_handler(
-        "etcdserverpb.Watch",
-        {
-            "Watch": grpc.stream_stream_rpc_method_handler(
-                service.Watch,
-                request_deserializer=rpc_pb2.WatchRequest.FromString,
-                response_serializer=_serialize,
-            )
-        },
+    watch = grpc.stream_stream_rpc_method_handler(
+        service.Watch,
+        request_deserializer=rpc_pb2.WatchRequest.FromString,
+        response_serializer=_serialize,
     )
+    handler = grpc.method_handlers_generic_handler("etcdserverpb.Watch", {"Watch": guard(watch)})
     server.add_generic_rpc_handlers((handler,))
     return service

@@ -164,13 +164,19 @@ def test_put_flags(h: Harness) -> None:
         "etcdserver: lease is provided"
     )
     assert str(h.do(PutRequest(b""))) == "etcdserver: key is not provided"
-    h.ok(PutRequest(b"x", b"v", lease=7))
-    h.ok(PutRequest(b"x", ignore_value=True, lease=8))
+    # No lease exists (raftkv has none yet): etcd refuses the put, before looking for the key.
+    assert str(h.do(PutRequest(b"x", b"v", lease=7))) == "etcdserver: requested lease not found"
+    assert str(h.do(PutRequest(b"x", ignore_value=True, lease=8))) == (
+        "etcdserver: requested lease not found"
+    )
+    assert h.sm.store.current_revision() == 1
+    h.ok(PutRequest(b"x", b"v"))
+    h.ok(PutRequest(b"x", ignore_value=True))
     kv = h.get(RangeRequest(b"x")).kvs[0]
-    assert (kv.value, kv.lease, kv.version) == (b"v", 8, 2)
+    assert (kv.value, kv.lease, kv.version) == (b"v", 0, 2)
     h.ok(PutRequest(b"x", b"w", ignore_lease=True))
     kv = h.get(RangeRequest(b"x")).kvs[0]
-    assert (kv.value, kv.lease) == (b"w", 8)
+    assert (kv.value, kv.lease, kv.version) == (b"w", 0, 3)
     assert h.sm.store.current_revision() == 4
 
 
@@ -311,6 +317,9 @@ def test_codec_roundtrip() -> None:
         (
             Compare(CompareResult.NOT_EQUAL, CompareTarget.LEASE, b"k", lease=-3),
             Compare(CompareResult.LESS, CompareTarget.VALUE, b"k", range_end=b"z", value=b"\x00v"),
+            # etcd's unnamed numbers, which etcd evaluates (raftkv.kv.types)
+            Compare(CompareResult.OTHER, CompareTarget.VERSION, b"k", version=2),
+            Compare(CompareResult.EQUAL, CompareTarget.OTHER, b"k", range_end=b"l"),
         ),
         (
             RangeRequest(

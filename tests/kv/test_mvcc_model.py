@@ -21,6 +21,7 @@ from raftkv.kv.errors import (
     FutureRevisionError,
     KeyNotFoundError,
     KVError,
+    LeaseNotFoundError,
 )
 from raftkv.kv.keys import in_range, validate_request
 from raftkv.kv.types import (
@@ -128,12 +129,14 @@ class Model:
                 CompareTarget.MOD: (kv.mod_revision, c.mod_revision),
                 CompareTarget.LEASE: (kv.lease, c.lease),
                 CompareTarget.VALUE: (kv.value, c.value),
+                CompareTarget.OTHER: (0, 0),  # etcd 3.4 compares nothing
             }[c.target]
             ok = {
                 CompareResult.EQUAL: a == b,
                 CompareResult.NOT_EQUAL: a != b,
                 CompareResult.GREATER: a > b,  # type: ignore[operator]
                 CompareResult.LESS: a < b,  # type: ignore[operator]
+                CompareResult.OTHER: True,  # etcd 3.4's compareKV falls through to true
             }[c.result]
             if not ok:
                 return False
@@ -193,22 +196,31 @@ class Model:
         return out
 
     def _precheck(self, t: TxnRequest, plan: list[bool]) -> None:
+        """etcd's checkRequests: every put of the taken branches (key, then lease), then every
+        range."""
         it = iter(plan)
+        ops: list[RequestOp] = []
 
         def walk(t: TxnRequest) -> None:
             for op in t.success if next(it) else t.failure:
                 if isinstance(op, TxnRequest):
                     walk(op)
-                elif isinstance(op, PutRequest) and (op.ignore_value or op.ignore_lease):
-                    if op.key not in self.states[-1]:
-                        raise KeyNotFoundError()
-                elif isinstance(op, RangeRequest):
-                    if op.revision > self.rev:
-                        raise FutureRevisionError()
-                    if 0 < op.revision < self.compacted:
-                        raise CompactedRevisionError()
+                else:
+                    ops.append(op)
 
         walk(t)
+        for op in ops:
+            if isinstance(op, PutRequest):
+                if (op.ignore_value or op.ignore_lease) and op.key not in self.states[-1]:
+                    raise KeyNotFoundError()
+                if op.lease:  # no lease exists: raftkv has none yet
+                    raise LeaseNotFoundError()
+        for op in ops:
+            if isinstance(op, RangeRequest):
+                if op.revision > self.rev:
+                    raise FutureRevisionError()
+                if 0 < op.revision < self.compacted:
+                    raise CompactedRevisionError()
 
     def _txn(self, t: TxnRequest, plan: list[bool], work: dict[bytes, KeyValue], main: int,
              changes: list[tuple[int, EventType, KeyValue]]) -> TxnResponse:  # fmt: skip
@@ -234,6 +246,8 @@ class Model:
     def _put(self, req: PutRequest, work: dict[bytes, KeyValue], main: int,
              changes: list[tuple[int, EventType, KeyValue]]) -> PutResponse:  # fmt: skip
         prev = work.get(req.key)
+        if req.lease:  # no lease exists; etcd's Put looks it up before the key
+            raise LeaseNotFoundError()
         if prev is None and (req.ignore_value or req.ignore_lease):
             raise KeyNotFoundError()
         kv = KeyValue(
