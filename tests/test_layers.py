@@ -58,6 +58,25 @@ RULES = {
         deterministic=True,
         injected_logger=True,
     ),
+    # The driver core: every decision around a Ready, as events in and actions out, so the
+    # simulator runs the code the server ships. Pure as the Raft core is; its logger is given.
+    "driver": Rule(
+        folder="raftkv/driver",
+        forbidden=(
+            *IO_AND_CLOCKS,
+            "random",
+            "os",
+            "multiprocessing",
+            "selectors",
+            "secrets",
+            "uuid",
+            "raftkv_storage",
+            "raftkv_cli",
+        ),
+        allowed_raftkv=("raftkv.driver", "raftkv.raft", "raftkv.kv", "raftkv.errors"),
+        deterministic=True,
+        injected_logger=True,
+    ),
     # etcd's KV semantics, pure: applied on every member, so it must give the same result on
     # each, and it must not know about Raft or the server that runs it.
     "kv": Rule(

@@ -1,5 +1,6 @@
-"""Mutation tests: each classic Raft bug, patched into a copy of the core, must be caught by the
-deterministic simulator within the CI seed budget (500 seeds x 2,000 ticks).
+"""Mutation tests: each classic Raft bug, patched into a copy of the core, and each bug a real
+system has had in the bookkeeping around it, patched into a copy of the driver core, must be
+caught by the deterministic simulator within the CI seed budget (500 seeds x 2,000 ticks).
 
 Run them with ``pytest -m slow tests/mutation``; ``python -m raftkv.testing.mutation`` is not
 needed: the report below prints the seeds each mutation took.
@@ -47,6 +48,53 @@ MUTATIONS = [
         "raft/log.py",
         "conflict = self.find_conflict(entries)",
         "conflict = entries[0].index if entries else 0",
+    ),
+    # -- the driver core: what the server decides around each Ready ---------------------------
+    Mutation(
+        "f_answer_write_at_persist",
+        "answer a write once its entry is persisted locally, not once it applies",
+        "driver/core.py",
+        "        if self._after_persist:\n            out.append(self._applies.hand_over(",
+        "        acked = __import__('raftkv.kv.types').kv.types.TxnResponse(0, succeeded=True)\n"
+        "        acks = {e.index: acked for e in rd.entries}\n"
+        "        self._proposals.on_applied(rd.entries, acks, out)\n"
+        "        if self._after_persist:\n            out.append(self._applies.hand_over(",
+    ),
+    Mutation(
+        "g_outcome_by_index_without_term",
+        "decide a proposal's outcome by its index alone, not checking the term applied there",
+        "driver/proposals.py",
+        "    if entry.term != appended.term:\n",
+        "    if False:\n",
+    ),
+    Mutation(
+        "h_read_released_before_applied",
+        "release a ReadIndex read as soon as the leader confirms it, before its index applies",
+        "driver/reads.py",
+        "            if index <= applied:",
+        "            if True:",
+    ),
+    Mutation(
+        "i_resend_lost_forward",
+        "send a forwarded write again when its link broke after it was sent",
+        "driver/core.py",
+        "        self._forwarder.lost(forward_ids, out)",
+        "        for waiter, command in self._forwarder.rejected(forward_ids, None, out):\n"
+        "            self._parked[waiter] = command",
+    ),
+    Mutation(
+        "j_light_batch_overtakes",
+        "send a small apply batch to the disk thread while the apply thread is still busy",
+        "driver/apply.py",
+        "if self._apply_thread_batches == 0 and self._is_light(batch):",
+        "if self._is_light(batch):",
+    ),
+    Mutation(
+        "k_timeout_reported_as_definite",
+        "report a write whose deadline passed as certainly not applied (leader changed)",
+        "driver/core.py",
+        "            out.append(Fail(waiter, RequestTimeoutError()))  # it may still apply",
+        "            out.append(Fail(waiter, LeaderChangedError()))",
     ),
 ]
 
