@@ -57,15 +57,7 @@ from raftkv.raft.types import (
     SnapshotMeta,
 )
 from raftkv.sim.chooser import Chooser
-from raftkv.sim.disk import (
-    AppendOp,
-    CompactOp,
-    CreateSnapshotOp,
-    DiskOp,
-    HardStateOp,
-    InstallSnapshotOp,
-    SimDisk,
-)
+from raftkv.sim.disk import SimDisk
 from raftkv.sim.options import SimOptions
 
 __all__ = ["NodeHooks", "SimNode", "SimulationError", "snapshot_of"]
@@ -161,7 +153,6 @@ class SimNode:
 
     def _boot(self, rng: random.Random) -> DriverCore:
         """Build the core over the durable state, as after a (re)start."""
-        storage = self.disk.storage
         applied = self.sm.applied_index()
         config = RaftConfig(
             node_id=self.id,
@@ -172,7 +163,7 @@ class SimNode:
             max_uncommitted_entries_bytes=self.opts.max_uncommitted_entries_bytes,
             applied=applied,
         )
-        raw = _ObservedRawNode(config, storage, rng)
+        raw = _ObservedRawNode(config, self.disk, rng)
         raw.observer = functools.partial(self.hooks.on_ready, self)
         core_config = CoreConfig(
             member_id=self.id,
@@ -188,7 +179,7 @@ class SimNode:
         self._apply_jobs: deque[tuple[int, Apply]] = deque()
         self._disk_applies_given = 0
         self._disk_applies_done = 0
-        return DriverCore(core_config, raw, storage, applied=applied)
+        return DriverCore(core_config, raw, self.disk, applied=applied)
 
     @property
     def raw(self) -> RawNode:
@@ -314,34 +305,28 @@ class SimNode:
 
     def _persist(self, job: Persist) -> None:
         restored = 0
-        ops: list[DiskOp] = []
-        if job.snapshot is not None:
-            # The state machine first, as the server does.
-            if job.snapshot.data:
-                self.sm.restore((job.snapshot.data,))
+        snapshot = job.snapshot
+        if snapshot is not None:
+            # The state machine first, as the server does; the log keeps only the metadata.
+            if snapshot.data:
+                self.sm.restore((snapshot.data,))
                 restored = self.sm.applied_index()
-            self.hooks.on_snapshot_restored(self, job.snapshot.meta)
-            ops.append(InstallSnapshotOp(Snapshot(job.snapshot.meta, b"")))
+            self.hooks.on_snapshot_restored(self, snapshot.meta)
+            snapshot = Snapshot(snapshot.meta, b"")
+        prev_term = self._term_or(job.entries[0].index - 1) if job.entries else -1
+        self.disk.save(job.hard_state, job.entries, snapshot, sync=True)
         if job.entries:
-            ops.append(AppendOp(job.entries))
-        if job.hard_state is not None:
-            ops.append(HardStateOp(job.hard_state))
-        if ops:
-            prev_term = self._term_or(job.entries[0].index - 1) if job.entries else -1
-            self.disk.write(tuple(ops), sync=True)
-            if job.entries:
-                self.hooks.on_persisted(self, job.entries, prev_term)
+            self.hooks.on_persisted(self, job.entries, prev_term)
         self.hooks.on_durable(self)
         self._inbox.append(functools.partial(self.core.persisted, restored))
 
     def _take_snapshot(self, job: TakeSnapshot) -> None:
-        storage = self.disk.storage
-        ops: list[DiskOp] = [CreateSnapshotOp(job.index, job.conf_state, b"")]
-        if job.index - job.keep > storage.first_index():
-            ops.append(CompactOp(job.index - job.keep))
+        disk = self.disk
         sync = self.chooser.chance(0.5)
-        self.disk.write(tuple(ops), sync=sync)
-        self.hooks.on_snapshot_taken(self, storage.snapshot().meta)
+        snapshot = disk.create_snapshot(job.index, job.conf_state, b"", sync=sync)
+        if job.index - job.keep > disk.first_index():
+            disk.compact(job.index - job.keep, sync=sync)
+        self.hooks.on_snapshot_taken(self, snapshot.meta)
         if sync:
             self.hooks.on_durable(self)
 
