@@ -1,7 +1,8 @@
 """raftkv.kv: etcd's KV semantics (MVCC, txns, compaction, watch history) over any backend.
 
 Pure: the standard library and ``raftkv.errors`` only. ``raftkv_storage`` supplies the LMDB
-backend; :class:`MemoryBackend` serves the simulator and tests.
+backend; :class:`MemoryBackend` serves the simulator (each simulated member's state machine) and
+the tests.
 """
 
 from raftkv.kv.backend import KVBackend, MemoryBackend, ReadTxn, WriteTxn
