@@ -51,34 +51,8 @@ def format_report(r: dict[str, Any]) -> str:
     if r["status"] != "ok":
         lines.append(f"  failed: {r['error']}")
         return "\n".join(lines)
-    lat, gen = r["latency_ms"], r["generator"]
-    what = "events delivered" if r["workload"] == "watch" else "requests ok"
-    lines += [
-        f"  {c['concurrency']} in flight, {c['conns']} conns, {c['clients']} clients, "
-        f"{gen['processes']} processes"
-        + (f", rate {c['rate']:g}/s" if c["rate"] else "")
-        + (f", {c['watchers']} watchers" if r["workload"] == "watch" else "")
-        + (f", consistency {c['consistency']}" if r["workload"] in ("range", "txn") else ""),
-        "",
-        "Summary:",
-        f"  Total:\t{r['duration_s']:.4f} s" + ("  (interrupted)" if r["interrupted"] else ""),
-        f"  {what}:\t{r['ok']}",
-        f"  Throughput:\t{r['throughput']:,.1f} /s",
-        f"  Slowest:\t{lat['max']:.3f} ms",
-        f"  Fastest:\t{lat['min']:.3f} ms",
-        f"  Average:\t{lat['mean']:.3f} ms",
-        "",
-        "Response time histogram (ms):",
-    ]
-    hist = r["histogram_ms"]
-    top = max((cnt for _, cnt in hist), default=0)
-    for upper, cnt in hist:
-        bar = "∎" * (round(40 * cnt / top) if top else 0)
-        lines.append(f"  {upper:10.3f} [{cnt}]\t|{bar}")
-    lines += ["", "Latency distribution:"]
-    for key, label in (("p50", "50%"), ("p90", "90%"), ("p99", "99%"), ("p999", "99.9%")):
-        lines.append(f"  {label} in {lat[key]:.3f} ms")
-    lines.append(f"  max   {lat['max']:.3f} ms")
+    lines += _summary_lines(r)
+    lines += _distribution_lines(r)
     if r["errors"]:
         lines += ["", "Errors:"] + [f"  {k}: {v}" for k, v in sorted(r["errors"].items())]
     else:
@@ -95,7 +69,48 @@ def format_report(r: dict[str, Any]) -> str:
     if r["workload"] == "txn":
         x = r["extra"]
         lines += ["", f"CAS: {x['cas_succeeded']} succeeded, {x['cas_conflicts']} conflicts"]
-    lines += [
+    return "\n".join(lines + _generator_lines(r))
+
+
+def _summary_lines(r: dict[str, Any]) -> list[str]:
+    c, lat, gen = r["config"], r["latency_ms"], r["generator"]
+    what = "events delivered" if r["workload"] == "watch" else "requests ok"
+    return [
+        f"  {c['concurrency']} in flight, {c['conns']} conns, {c['clients']} clients, "
+        f"{gen['processes']} processes"
+        + (f", rate {c['rate']:g}/s" if c["rate"] else "")
+        + (f", {c['watchers']} watchers" if r["workload"] == "watch" else "")
+        + (f", consistency {c['consistency']}" if r["workload"] in ("range", "txn") else ""),
+        "",
+        "Summary:",
+        f"  Total:\t{r['duration_s']:.4f} s" + ("  (interrupted)" if r["interrupted"] else ""),
+        f"  {what}:\t{r['ok']}",
+        f"  Throughput:\t{r['throughput']:,.1f} /s",
+        f"  Slowest:\t{lat['max']:.3f} ms",
+        f"  Fastest:\t{lat['min']:.3f} ms",
+        f"  Average:\t{lat['mean']:.3f} ms",
+    ]
+
+
+def _distribution_lines(r: dict[str, Any]) -> list[str]:
+    """The histogram as bars, then the percentiles."""
+    lat, hist = r["latency_ms"], r["histogram_ms"]
+    lines = ["", "Response time histogram (ms):"]
+    top = max((cnt for _, cnt in hist), default=0)
+    for upper, cnt in hist:
+        bar = "∎" * (round(40 * cnt / top) if top else 0)
+        lines.append(f"  {upper:10.3f} [{cnt}]\t|{bar}")
+    lines += ["", "Latency distribution:"]
+    for key, label in (("p50", "50%"), ("p90", "90%"), ("p99", "99%"), ("p999", "99.9%")):
+        lines.append(f"  {label} in {lat[key]:.3f} ms")
+    lines.append(f"  max   {lat['max']:.3f} ms")
+    return lines
+
+
+def _generator_lines(r: dict[str, Any]) -> list[str]:
+    """The load generator's own CPU, and a warning when it may have been the bottleneck."""
+    gen = r["generator"]
+    lines = [
         "",
         f"Load generator: {gen['cpu_s']:.2f} CPU s over {r['duration_s']:.2f} s = "
         f"{gen['cpu_pct']:.0f}% of one core ({gen['cores']} cores here); "
@@ -106,4 +121,4 @@ def format_report(r: dict[str, Any]) -> str:
             "  warning: the generator's processes were nearly saturated; the numbers may be "
             "its limit (try more --processes)"
         )
-    return "\n".join(lines)
+    return lines

@@ -236,6 +236,25 @@ def _sum_extra(results: Sequence[dict[str, Any]]) -> dict[str, int]:
     return extra
 
 
+def _watch_totals(
+    cfg: BenchConfig,
+    results: Sequence[dict[str, Any]],
+    extra: dict[str, int],
+    write_hist: Histogram,
+    start: float,
+) -> dict[str, Any]:
+    """The writes' own numbers; adds the expected and missing events to ``extra``."""
+    write_wall = max(1e-9, max(r["extra"]["write_end"] for r in results) - start)
+    expected = extra["writes_ok"] * cfg.watchers
+    extra["expected"] = expected
+    extra["missing"] = max(0, expected - extra["delivered"])
+    return {
+        "ok": extra["writes_ok"],
+        "throughput": round(extra["writes_ok"] / write_wall, 1),
+        "latency_ms": latency_summary(write_hist),
+    }
+
+
 def merge_results(
     cfg: BenchConfig,
     results: list[dict[str, Any]],
@@ -291,15 +310,7 @@ def merge_results(
         interrupted=interrupted,
     )
     if cfg.workload == "watch":
-        write_wall = max(1e-9, max(r["extra"]["write_end"] for r in results) - start)
-        expected = extra["writes_ok"] * cfg.watchers
-        extra["expected"] = expected
-        extra["missing"] = max(0, expected - extra["delivered"])
-        report["writes"] = {
-            "ok": extra["writes_ok"],
-            "throughput": round(extra["writes_ok"] / write_wall, 1),
-            "latency_ms": latency_summary(write_hist),
-        }
+        report["writes"] = _watch_totals(cfg, results, extra, write_hist, start)
     if extra:
         report["extra"] = extra
     return report

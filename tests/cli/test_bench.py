@@ -86,6 +86,16 @@ def test_put_reports_every_operation_ok(endpoint: str) -> None:
     assert sum(count for _, count in report["histogram_ms"]) == 200
 
 
+def test_the_text_report_has_etcd_benchmark_sections(endpoint: str) -> None:
+    proc = bench("txn", "--endpoints", endpoint, "--total", "20", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for section in ("Summary:", "requests ok:\t20", "Response time histogram (ms):"):
+        assert section in out, out
+    for section in ("Latency distribution:", "Errors: none", "CAS: ", "Load generator: "):
+        assert section in out, out
+
+
 def test_txn_counts_each_compare_and_set_as_succeeded_or_conflicting(endpoint: str) -> None:
     proc = bench(
         "txn", "--endpoints", endpoint, "--total", "60", "--concurrency", "4",
