@@ -46,7 +46,7 @@ def test_free_ports_are_distinct_free_and_below_the_ephemeral_range() -> None:
     assert all(_bindable(p) for p in ports)
 
 
-def test_consecutive_free_ports_skip_a_taken_one() -> None:
+def test_consecutive_free_ports_form_a_run_and_members_get_distinct_ports() -> None:
     first = free_ports(3, consecutive=True)
     assert first == list(range(first[0], first[0] + 3))
     members = local_members(["a", "b"])
