@@ -7,7 +7,8 @@ start raftkv members (and the benchmarks etcd members) with these pieces:
 * ``free_ports``: ports below the ephemeral range, free a moment ago;
 * ``member_argv``: the command line of a member, with etcd's flag names (``raftkv node`` takes the
   same ones, so one function serves both);
-* ``spawn`` / ``spawn_async``: the member in a session of its own, with a parent-death signal;
+* ``spawn`` / ``spawn_async``: the member in a session of its own, with a parent-death signal
+  (``with_parent_death_signal``);
 * ``member_status``, ``fetch_status``, ``agreed_leader``, ``wait_ready``: readiness through
   ``Maintenance.Status``;
 * ``stop``: SIGTERM, then SIGKILL after a timeout.
@@ -20,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,7 +43,6 @@ __all__ = [
     "LaunchError",
     "MemberSpec",
     "agreed_leader",
-    "die_with_parent",
     "fetch_status",
     "free_ports",
     "local_members",
@@ -54,6 +52,7 @@ __all__ = [
     "spawn_async",
     "stop",
     "wait_ready",
+    "with_parent_death_signal",
 ]
 
 HOST = "127.0.0.1"
@@ -170,17 +169,33 @@ def member_argv(
     ]  # fmt: skip
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the forked child, before exec
-    """Linux: have the member sent SIGTERM if whoever started it dies without stopping it.
+# Exec'd in the forked child before the member: sets the parent-death signal, gives up if the
+# parent is already gone, then execs the member (same pid).
+_PARENT_DEATH_SHIM = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the process that started this member has already exited")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def with_parent_death_signal(argv: Sequence[str]) -> list[str]:
+    """Linux: ``argv`` prefixed so that the member gets SIGTERM if whoever started it dies
+    without stopping it.
+
+    Not a ``preexec_fn``: that runs Python in the forked child of a process that may have other
+    threads (gRPC's, a test's writers), where it can deadlock or crash (it did: SIGSEGV). A
+    separate small interpreter (``-I -S``: quick to start, deaf to PYTHON* variables, which the
+    member still gets) sets the signal and execs the member instead.
 
     SIGTERM, not SIGKILL: raftkv and etcd both stop cleanly on it. The kernel sends it when the
-    *thread* that forked the member exits, so spawn members from a long-lived thread (the main
+    *thread* that started the member exits, so spawn members from a long-lived thread (the main
     thread, or the event loop's).
     """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _PARENT_DEATH_SHIM, str(os.getpid()), *argv]
 
 
 def spawn(
@@ -193,13 +208,12 @@ def spawn(
     """
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            list(argv),
+            with_parent_death_signal(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
 
 
@@ -208,13 +222,12 @@ async def spawn_async(
 ) -> asyncio.subprocess.Process:
     """As ``spawn``, with the output (stdout and stderr) on a pipe for the caller to read."""
     return await asyncio.create_subprocess_exec(
-        *argv,
+        *with_parent_death_signal(argv),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,
         start_new_session=True,
-        preexec_fn=die_with_parent,
         limit=line_limit,
     )
 
