@@ -9,19 +9,29 @@ election timeouts (etcd's defaults, 100 ms / 1000 ms) and the same client (etcdc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from raftkv_cli.localcluster import (
+    ETCD,
+    RAFTKV_NODE,
+    MemberSpec,
+    agreed_leader,
+    local_members,
+    member_argv,
+    member_status,
+    spawn,
+    stop,
+    wait_ready,
+)
+
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
 def etcdctl(
@@ -37,56 +47,48 @@ def etcdctl(
     )
 
 
-def start(db: str, workdir: Path, base: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
-    names = [f"n{i}" for i in range(3)]
-    peers = {n: f"http://127.0.0.1:{base + 10 * i + 1}" for i, n in enumerate(names)}
-    cluster = ",".join(f"{n}={u}" for n, u in peers.items())
-    procs, clients = [], []
-    for i, name in enumerate(names):
-        client = f"127.0.0.1:{base + 10 * i}"
-        flags = [
-            "--name", name, "--data-dir", str(workdir / name),
-            "--listen-client-urls", f"http://{client}", "--advertise-client-urls", f"http://{client}",
-            "--listen-peer-urls", peers[name], "--initial-advertise-peer-urls", peers[name],
-            "--initial-cluster", cluster,
-            "--heartbeat-interval", "100", "--election-timeout", "1000",
-        ]  # fmt: skip
-        exe = [ETCD] if db == "etcd" else [sys.executable, "-m", "raftkv_cli", "node"]
-        procs.append(
-            subprocess.Popen([*exe, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(db: str, workdir: Path) -> tuple[list[subprocess.Popen[bytes]], list[MemberSpec]]:
+    members = local_members([f"n{i}" for i in range(3)])
+    program = [ETCD] if db == "etcd" else list(RAFTKV_NODE)
+    procs = []
+    for m in members:
+        argv = member_argv(
+            program,
+            m,
+            members,
+            data_root=workdir,
+            token=f"failover-{db}",
+            extra=["--heartbeat-interval", "100", "--election-timeout", "1000"],
         )
-        clients.append(client)
-    return procs, clients
+        procs.append(spawn(argv, log_path=workdir / f"{m.name}.log"))
+    return procs, members
 
 
-def leader_index(clients: list[str]) -> int | None:
-    out = etcdctl(clients, "endpoint", "status", "-w", "json")
-    try:
-        statuses = json.loads(out.stdout)
-    except ValueError:
-        return None
+def leader_index(members: list[MemberSpec]) -> int | None:
+    """The member every one of them names as leader, by position; None while they disagree."""
+    statuses = [member_status(m.endpoint) for m in members]
+    leader = agreed_leader(statuses)
     for i, st in enumerate(statuses):
-        status = st.get("Status", {})
-        if status.get("leader") and status["leader"] == status.get("header", {}).get("member_id"):
+        if st is not None and leader is not None and st.header.member_id == leader:
             return i
     return None
 
 
-def one_round(db: str, base: int) -> float:
+def one_round(db: str) -> float:
     workdir = Path(tempfile.mkdtemp(prefix=f"failover-{db}-"))
-    procs, clients = start(db, workdir, base)
+    procs, members = start(db, workdir)
+    clients = [m.endpoint for m in members]
     try:
+        wait_ready(members, procs, timeout_s=30)
         deadline = time.monotonic() + 30
-        leader = None
-        while leader is None or etcdctl(clients, "put", "warm", "up").returncode != 0:
+        while etcdctl(clients, "put", "warm", "up").returncode != 0:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{db}: no leader")
+                raise RuntimeError(f"{db}: takes no write")
             time.sleep(0.2)
-            leader = leader_index(clients)
         # Let start-up elections settle (etcd 3.4 runs without pre-vote by default), and make
         # sure the member we kill is still the leader.
         time.sleep(3)
-        leader = leader_index(clients)
+        leader = leader_index(members)
         assert leader is not None
         survivors = [c for i, c in enumerate(clients) if i != leader]
         procs[leader].send_signal(signal.SIGKILL)
@@ -96,9 +98,7 @@ def one_round(db: str, base: int) -> float:
                 raise RuntimeError(f"{db}: no write within 30 s")
         return time.monotonic() - t0
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        stop(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -109,7 +109,7 @@ def main() -> None:
     results: dict[str, list[float]] = {"etcd": [], "raftkv": []}
     for r in range(args.rounds):
         for db in ("etcd", "raftkv"):
-            took = one_round(db, 26000 + 100 * r + (0 if db == "etcd" else 50))
+            took = one_round(db)
             results[db].append(took)
             print(f"round {r + 1} {db}: first write {took * 1000:.0f} ms after SIGKILL")
     med = {db: statistics.median(v) for db, v in results.items()}

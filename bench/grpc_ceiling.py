@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import grpc
 from raftkv_cli.bench import BenchConfig, run_bench
+from raftkv_cli.localcluster import free_ports
 
 from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
@@ -43,17 +43,6 @@ async def serve(port: int) -> None:
     await server.wait_for_termination()
 
 
-def free_low_port() -> int:
-    for port in range(24_000 + os.getpid() % 2000, 32_768):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")
-
-
 def cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -70,7 +59,7 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args.serve))
         return
-    port = free_low_port()
+    port = free_ports(1)[0]
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -29,10 +28,17 @@ from pathlib import Path
 
 import click
 import grpc
+from raftkv_cli.localcluster import (
+    RAFTKV_NODE,
+    MemberSpec,
+    agreed_leader,
+    fetch_status,
+    member_argv,
+    spawn_async,
+)
 
 from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
-HOST = "127.0.0.1"
 CLUSTER_TOKEN = "etcd-cluster-1"  # as in etcd's Procfile
 LAYOUT_FILE = "cluster.json"
 DEFAULT_DATA_DIR = "raftkv-cluster"
@@ -43,26 +49,6 @@ PROCFILE_CLIENT_PORT = 2379
 DEFAULT_ENDPOINTS = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379"
 _COLOURS = ("36", "33", "35", "32", "34", "31")  # cyan, yellow, magenta, green, blue, red
 _LINE_LIMIT = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class MemberSpec:
-    name: str
-    client_port: int
-    peer_port: int
-    host: str = HOST
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.client_port}"
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{self.endpoint}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
 
 
 class ClusterError(click.ClickException):
@@ -186,64 +172,6 @@ def check_ports_free(members: Sequence[MemberSpec]) -> None:
         )
 
 
-def node_command(
-    member: MemberSpec,
-    members: Sequence[MemberSpec],
-    data_dir: Path,
-    token: str,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
-    return [
-        sys.executable,
-        "-m",
-        "raftkv_cli",
-        "node",
-        "--name", member.name,
-        "--data-dir", str(data_dir / member.name),
-        "--listen-client-urls", member.client_url,
-        "--advertise-client-urls", member.client_url,
-        "--listen-peer-urls", member.peer_url,
-        "--initial-advertise-peer-urls", member.peer_url,
-        "--initial-cluster", initial_cluster,
-        "--initial-cluster-token", token,
-        # Also right on a restart: the member's log already holds the cluster's history.
-        "--initial-cluster-state", "new",
-        *extra,
-    ]  # fmt: skip
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Linux: deliver SIGTERM to the member if the supervisor dies without stopping it."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-# -- status over gRPC ----------------------------------------------------------------------------
-
-
-async def fetch_status(
-    channel: grpc.aio.Channel, timeout_s: float
-) -> rpc_pb2.StatusResponse | None:
-    try:
-        stub = rpc_pb2_grpc.MaintenanceStub(channel)
-        return await stub.Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
-    except grpc.aio.AioRpcError:
-        return None
-
-
-async def fetch_members(
-    channel: grpc.aio.Channel, timeout_s: float
-) -> rpc_pb2.MemberListResponse | None:
-    try:
-        stub = rpc_pb2_grpc.ClusterStub(channel)
-        return await stub.MemberList(rpc_pb2.MemberListRequest(), timeout=timeout_s)
-    except grpc.aio.AioRpcError:
-        return None
-
-
 # -- cluster up -----------------------------------------------------------------------------------
 
 
@@ -331,19 +259,17 @@ class Supervisor:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for index, spec in enumerate(self.members):
             (self.data_dir / spec.name).mkdir(parents=True, exist_ok=True)
-            cmd = node_command(spec, self.members, self.data_dir, self.token, self.node_args)
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                # Own session: a Ctrl-C in the terminal reaches only the supervisor, which then
-                # stops the members itself, all in one orderly way.
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-                limit=_LINE_LIMIT,
+            argv = member_argv(
+                RAFTKV_NODE,
+                spec,
+                self.members,
+                data_root=self.data_dir,
+                token=self.token,
+                extra=self.node_args,
             )
+            # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which
+            # then stops the members itself, all in one orderly way.
+            proc = await spawn_async(argv, env=env, line_limit=_LINE_LIMIT)
             child = _Child(index, spec, proc)
             child.pump = asyncio.create_task(self._pump(child))
             self.children.append(child)
@@ -388,8 +314,9 @@ class Supervisor:
                 statuses = await asyncio.gather(*(fetch_status(ch, 1.0) for ch in channels))
                 up = [s for s in statuses if s is not None]
                 leaders = {s.leader for s in up if s.leader}
-                if len(up) == len(self.members) and len(leaders) == 1:
-                    self._print_ready(leaders.pop(), statuses)
+                leader = agreed_leader(statuses)
+                if leader is not None:
+                    self._print_ready(leader, statuses)
                     return True
                 now = time.monotonic()
                 if now >= deadline:
@@ -536,6 +463,16 @@ def _human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" or size >= 10 else f"{size:.1f} {unit}"
         size /= 1000
     raise AssertionError("unreachable")
+
+
+async def fetch_members(
+    channel: grpc.aio.Channel, timeout_s: float
+) -> rpc_pb2.MemberListResponse | None:
+    try:
+        stub = rpc_pb2_grpc.ClusterStub(channel)
+        return await stub.MemberList(rpc_pb2.MemberListRequest(), timeout=timeout_s)
+    except grpc.aio.AioRpcError:
+        return None
 
 
 def _endpoint_of(url: str) -> str:

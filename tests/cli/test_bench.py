@@ -2,7 +2,7 @@
 
 The etcd KV service runs over a FakeNode in a background thread's event loop; the real
 ``raftkv`` command runs in a subprocess, as a user would run it, and must report every one of
-its operations as ok in its JSON output. Also the markdown of ``raftkv bench compare``.
+its operations as ok in its JSON output.
 """
 
 from __future__ import annotations
@@ -12,22 +12,23 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import pytest
-from raftkv_cli.bench import (
-    check_perf_writes_per_s,
-    compare_markdown,
-    process_cpu_seconds,
-    server_cpu,
-)
+from raftkv_cli.bench import BenchConfig, Histogram, make_key
+from raftkv_cli.bench.config import prefix_end
 
 from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
+
+
+async def _cancel_other_tasks() -> None:
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @pytest.fixture
@@ -53,6 +54,8 @@ def endpoint() -> Iterator[str]:
         yield f"127.0.0.1:{port[0]}"
     finally:
         asyncio.run_coroutine_threadsafe(server[0].stop(None), loop).result(timeout=10)
+        # The services' background tasks (the watch hub) end with the loop, not the server.
+        asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
@@ -83,6 +86,44 @@ def test_put_reports_every_operation_ok(endpoint: str) -> None:
     assert sum(count for _, count in report["histogram_ms"]) == 200
 
 
+def test_the_text_report_has_etcd_benchmark_sections(endpoint: str) -> None:
+    proc = bench("txn", "--endpoints", endpoint, "--total", "20", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for section in ("Summary:", "requests ok:\t20", "Response time histogram (ms):"):
+        assert section in out, out
+    for section in ("Latency distribution:", "Errors: none", "CAS: ", "Load generator: "):
+        assert section in out, out
+
+
+def test_txn_counts_each_compare_and_set_as_succeeded_or_conflicting(endpoint: str) -> None:
+    proc = bench(
+        "txn", "--endpoints", endpoint, "--total", "60", "--concurrency", "4",
+        "--key-space", "5", "--prefill", "-w", "json", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] == 60
+    assert report["extra"]["cas_succeeded"] + report["extra"]["cas_conflicts"] == 60
+    assert report["extra"]["cas_succeeded"] > 0
+
+
+def test_watch_delivers_every_write_to_every_watcher_across_processes(endpoint: str) -> None:
+    proc = bench(
+        "watch", "--endpoints", endpoint, "--total", "40", "--watchers", "3",
+        "--processes", "2", "--concurrency", "2", "-w", "json", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "ok"
+    assert report["writes"]["ok"] == 40
+    extra = report["extra"]
+    assert (extra["expected"], extra["delivered"], extra["missing"]) == (120, 120, 0)
+    assert extra["out_of_order"] == 0
+    assert report["ok"] == 120  # events delivered, each with a write-to-delivery latency
+    assert sum(count for _, count in report["histogram_ms"]) == 120
+
+
 def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
     proc = bench("lease", "--endpoints", endpoint, "--total", "10", "-w", "json", "--quiet")
     assert proc.returncode == 3, proc.stderr
@@ -91,78 +132,23 @@ def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
-_METRICS = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
+def test_histogram_percentiles_survive_a_merge_through_json() -> None:
+    fast, slow = Histogram(), Histogram()
+    for us in range(1, 101):  # 1..100 us: exact buckets
+        fast.record(us)
+    for us in (10_000, 20_000):  # coarse buckets, within 1.6%
+        slow.record(us)
+    merged = Histogram.from_json(fast.to_json())
+    merged.merge(Histogram.from_json(slow.to_json()))
+    assert (merged.n, merged.min_us, merged.max_us) == (102, 1, 20_000)
+    assert merged.percentile(0.5) == 51
+    assert merged.percentile(1.0) == 20_000
+    assert merged.percentile(0.99) == pytest.approx(10_000, rel=0.016)
+    assert sum(count for _, count in merged.linear_buckets()) == 102
 
 
-def _compare_result(
-    name: str, etcd: dict[str, Any], raftkv: dict[str, Any], check_m: dict[str, Any]
-) -> dict[str, Any]:
-    """A ``compare_run`` result with one put row and one check perf --load=m row."""
-    row = {"ratio_throughput": 1.0, "ratio_p50": 1.0, "ratio_p99": 1.0, "verdict": ""}
-    return {
-        "date": "2026-11-27 10:00 UTC",
-        "machine": "test",
-        "command": "raftkv bench compare --only put",
-        "rows": [{"name": name, "workload": "put", "etcd": etcd, "raftkv": raftkv, **row}],
-        "check_perf": {"m": check_m},
-    }
-
-
-def test_compare_markdown_names_the_failed_checks_once_and_skips_absent_sections() -> None:
-    res = _compare_result(
-        "put c=16",
-        dict(_METRICS, generator_cpu_pct=10.0),
-        dict(_METRICS, generator_cpu_pct=9.0),
-        {
-            "etcd": {"passed": True, "summary": ["PASS: Throughput is 1000 writes/s", "PASS"]},
-            "raftkv": {
-                "passed": False,
-                "summary": ["FAIL: Throughput too low: 887 writes/s", "FAIL"],
-            },
-        },
-    )
-    text = compare_markdown(res)
-    assert "| put c=16 | 100 | 100 |" in text
-    assert "Watch rows" not in text
-    assert "| --load=m | PASS | FAIL: Throughput too low: 887 writes/s |" in text
-    assert "Members' CPU" not in text  # no CPU measured, no section
-
-
-def test_compare_reports_the_members_cpu_per_run_and_per_operation() -> None:
-    res = _compare_result(
-        "put c=256",
-        dict(_METRICS, **server_cpu(12.0, 10.0, 10_000)),
-        dict(_METRICS, **server_cpu(15.0, 10.0, 5_000)),
-        {
-            "etcd": {"passed": True, "summary": ["PASS"], **server_cpu(78.0, 62.0, 58_920)},
-            "raftkv": {"passed": False, "summary": ["FAIL"], **server_cpu(95.0, 62.0, None)},
-        },
-    )
-    text = compare_markdown(res)
-    assert "put c=256: etcd 120% (1.200 ms/op), raftkv 150% (3.000 ms/op)" in text
-    # No writes/s reported (say etcdctl failed): the CPU is shown, the per-write cost is not.
-    assert "check perf --load=m: etcd 126% (1.324 ms/op), raftkv 153% (— ms/op)" in text
-
-
-def test_check_perf_throughput_is_read_from_a_pass_or_a_fail_line() -> None:
-    assert check_perf_writes_per_s(["PASS: Throughput is 971 writes/s", "PASS"]) == 971
-    assert check_perf_writes_per_s(["FAIL: Throughput too low: 887 writes/s"]) == 887
-    assert check_perf_writes_per_s(["Error: context deadline exceeded"]) is None
-
-
-def test_process_cpu_seconds_counts_a_busy_child_and_is_zero_once_it_is_gone() -> None:
-    spin = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
-    child = subprocess.Popen([sys.executable, "-c", spin + "\ntime.sleep(30)"])
-    try:
-        deadline = time.monotonic() + 20
-        while process_cpu_seconds(child.pid) < 0.5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        used = process_cpu_seconds(child.pid)
-        # 0.5 s of spinning, plus the interpreter's start-up; a sleeping child adds nothing.
-        assert 0.5 <= used < 5.0
-        time.sleep(0.3)
-        assert process_cpu_seconds(child.pid) - used < 0.1
-    finally:
-        child.kill()
-        child.wait()
-    assert process_cpu_seconds(child.pid) == 0.0
+def test_keys_fill_the_key_size_and_a_prefix_range_covers_the_prefix() -> None:
+    cfg = BenchConfig("put", key_size=8, key_space=1000, prefix="k/")
+    assert make_key(cfg, 7) == b"k/000007"
+    assert prefix_end(b"w/") == b"w0"
+    assert prefix_end(b"a\xff") == b"b"

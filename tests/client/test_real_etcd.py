@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import random
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from raftkv_cli.localcluster import ETCD, local_members, member_argv, spawn, stop, wait_ready
 
 from raftkv.client import (
     AsyncClient,
@@ -27,57 +23,20 @@ from raftkv.client import (
 
 pytestmark = pytest.mark.integration
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-
-
-def _ports(n: int) -> list[int]:
-    rng = random.Random(os.getpid() ^ time.time_ns())
-    out: list[int] = []
-    while len(out) < n:
-        p = rng.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-        if p not in out:
-            out.append(p)
-    return out
-
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not os.path.exists(ETCD):
         pytest.skip("etcd is not installed")
     d: Path = tmp_path_factory.mktemp("etcd")
-    cp, pp = _ports(2)
-    log = (d / "etcd.log").open("wb")
-    proc = subprocess.Popen(
-        [ETCD, "--name", "e1", "--data-dir", str(d / "data"),
-         "--listen-client-urls", f"http://127.0.0.1:{cp}",
-         "--advertise-client-urls", f"http://127.0.0.1:{cp}",
-         "--listen-peer-urls", f"http://127.0.0.1:{pp}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
-         "--initial-cluster", f"e1=http://127.0.0.1:{pp}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    ep = f"127.0.0.1:{cp}"
+    members = local_members(["e1"])
+    argv = member_argv([ETCD], members[0], members, data_root=d, token="real-etcd")
+    proc = spawn(argv, log_path=d / "etcd.log")
     try:
-        with Client([ep], timeout_s=1) as c:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    c.status()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-        yield ep
+        wait_ready(members, [proc], timeout_s=20, describe=lambda m: f"etcd (see {d}/etcd.log)")
+        yield members[0].endpoint
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        stop([proc])
 
 
 def test_kv_txn_compact_members_status(etcd: str) -> None:

@@ -1,10 +1,12 @@
 """Real ``raftkv node`` processes on loopback, driven with the real ``etcdctl`` and gRPC.
 
-``LocalCluster`` starts one process per member on free 127.0.0.1 ports with short timings
+``LocalCluster`` starts one process per member on free 127.0.0.1 ports (below the ephemeral range,
+with the launcher ``raftkv cluster up`` uses: ``raftkv_cli.localcluster``) with short timings
 (heartbeat 50 ms, election timeout 500 ms), each with its own data directory and log file
 (``<root>/<name>.log``, appended across restarts). Helpers kill, stop and restart members, ask
 them for ``Maintenance.Status``, wait for a leader, and run ``etcdctl``. Every process is killed
-at teardown; the temporary directories (kept by pytest for the last few runs) hold the logs.
+at teardown (and dies with pytest if pytest is killed); the temporary directories (kept by pytest
+for the last few runs) hold the logs.
 """
 
 from __future__ import annotations
@@ -12,10 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,49 +23,24 @@ from typing import Any
 
 import grpc
 import pytest
+from raftkv_cli.localcluster import (
+    RAFTKV_NODE,
+    MemberSpec,
+    agreed_leader,
+    local_members,
+    member_argv,
+    spawn,
+    stop,
+)
 
 from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port_range(n: int) -> int:
-    """A base port such that ``base .. base+n-1`` are all free (for ``--base-port``)."""
-    for base in range(21000 + (os.getpid() % 200) * 40, 40000, 40):
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
 @dataclass
 class Node:
-    name: str
-    client_port: int
-    peer_port: int
+    spec: MemberSpec
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
@@ -74,16 +48,20 @@ class Node:
     channel: grpc.Channel | None = None
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return self.spec.endpoint
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.endpoint}"
+        return self.spec.client_url
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return self.spec.peer_url
 
     @property
     def running(self) -> bool:
@@ -100,36 +78,26 @@ class LocalCluster:
     nodes: dict[str, Node] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ports = free_ports(2 * self.size)
-        for i in range(self.size):
-            name = f"infra{i + 1}"
-            self.nodes[name] = Node(
-                name,
-                ports[2 * i],
-                ports[2 * i + 1],
-                self.root / name,
-                self.root / f"{name}.log",
+        for spec in local_members([f"infra{i + 1}" for i in range(self.size)]):
+            self.nodes[spec.name] = Node(
+                spec, self.root / spec.name, self.root / f"{spec.name}.log"
             )
 
     # -- processes --------------------------------------------------------------------------
 
     def command(self, node: Node) -> list[str]:
-        initial = ",".join(f"{n.name}={n.peer_url}" for n in self.nodes.values())
-        return [
-            sys.executable, "-m", "raftkv_cli", "node",
-            "--name", node.name,
-            "--data-dir", str(node.data_dir),
-            "--listen-client-urls", node.client_url,
-            "--advertise-client-urls", node.client_url,
-            "--listen-peer-urls", node.peer_url,
-            "--initial-advertise-peer-urls", node.peer_url,
-            "--initial-cluster", initial,
-            "--initial-cluster-token", "it-cluster",
-            "--initial-cluster-state", "new",
-            "--heartbeat-interval", str(self.heartbeat_ms),
-            "--election-timeout", str(self.election_ms),
-            *self.extra_args,
-        ]  # fmt: skip
+        return member_argv(
+            RAFTKV_NODE,
+            node.spec,
+            [n.spec for n in self.nodes.values()],
+            data_root=self.root,
+            token="it-cluster",
+            extra=[
+                "--heartbeat-interval", str(self.heartbeat_ms),
+                "--election-timeout", str(self.election_ms),
+                *self.extra_args,
+            ],
+        )  # fmt: skip
 
     def start(self, *names: str) -> None:
         for name in names or tuple(self.nodes):
@@ -137,14 +105,7 @@ class LocalCluster:
             assert not node.running, f"{name} is already running"
             with node.log_path.open("ab") as log:
                 log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
-                log.flush()
-                node.proc = subprocess.Popen(
-                    self.command(node),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            node.proc = spawn(self.command(node), log_path=node.log_path)
 
     def signal(self, name: str, sig: int) -> None:
         node = self.nodes[name]
@@ -162,29 +123,16 @@ class LocalCluster:
         """SIGTERM (a graceful stop); returns the exit code."""
         node = self.nodes[name]
         assert node.proc is not None
-        node.proc.send_signal(signal.SIGTERM)
-        try:
-            return node.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            node.proc.wait(10)
-            raise AssertionError(
-                f"{name} did not stop within {timeout} s\n{self.describe()}"
-            ) from None
+        if stop([node.proc], timeout):
+            raise AssertionError(f"{name} did not stop within {timeout} s\n{self.describe()}")
+        return node.proc.wait()
 
     def stop_all(self) -> None:
         running = [n for n in self.nodes.values() if n.running]
-        for node in running:
-            assert node.proc is not None
-            node.proc.send_signal(signal.SIGTERM)
-        for node in running:
-            assert node.proc is not None
-            try:
-                node.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait(10)
-                raise AssertionError(f"{node.name} ignored SIGTERM\n{self.describe()}") from None
+        killed = stop([n.proc for n in running if n.proc is not None], 15.0)
+        if killed:
+            names = [n.name for n in running if n.proc is not None and n.proc.pid in killed]
+            raise AssertionError(f"{names} ignored SIGTERM\n{self.describe()}")
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -231,14 +179,11 @@ class LocalCluster:
     def leader(self, among: Sequence[str] | None = None) -> str | None:
         """The leader all running members of ``among`` agree on and know the id of, else None."""
         names = [n for n in (among or self.nodes) if self.nodes[n].running]
-        statuses = [self.status(n, timeout=0.5) for n in names]
-        if not statuses or any(s is None for s in statuses):
-            return None
-        leaders = {s.leader for s in statuses if s is not None}
-        if len(leaders) != 1 or 0 in leaders:
+        leader = agreed_leader([self.status(n, timeout=0.5) for n in names])
+        if leader is None:
             return None
         try:
-            return self.name_of(leaders.pop())
+            return self.name_of(leader)
         except KeyError:
             return None
 

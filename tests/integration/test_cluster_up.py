@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from raftkv_cli.localcluster import free_ports
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,21 +29,8 @@ ETCDCTL = "/usr/bin/etcdctl"
 
 
 def _free_port_range(n: int) -> int:
-    # The conftest helper, reached without importing conftest (importlib import mode).
-    for base in range(24000 + (os.getpid() % 100) * 60, 45000, 60):
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
+    """A base port with ``n`` consecutive free ports after it, for ``--base-port``."""
+    return free_ports(n, consecutive=True)[0]
 
 
 class ClusterUp:

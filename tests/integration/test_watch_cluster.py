@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,50 +24,12 @@ from raftkv.client import Client, OutcomeUnknown, Txn, Unavailable, WatchCompact
 pytestmark = pytest.mark.integration
 
 
-def low_free_ports(n: int) -> list[int]:
-    """Free loopback ports below the ephemeral range (32768+), so outgoing connections can't
-    take them between this check and the members binding them."""
-    rng = random.Random(os.getpid() ^ time.time_ns())
-    out: list[int] = []
-    while len(out) < n:
-        port = rng.randrange(20000, 32000)
-        if port in out:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        out.append(port)
-    return out
-
-
 @pytest.fixture
-def low_cluster(make_cluster: Callable[..., Any], tmp_path: Any) -> Iterator[Any]:
-    g = make_cluster.__globals__  # the integration conftest's LocalCluster and Node
-    base, node_cls = g["LocalCluster"], g["Node"]
-
-    class LowPortCluster(base):  # type: ignore[misc, valid-type]
-        def __post_init__(self) -> None:
-            ports = low_free_ports(2 * self.size)
-            for i in range(self.size):
-                name = f"infra{i + 1}"
-                self.nodes[name] = node_cls(
-                    name,
-                    ports[2 * i],
-                    ports[2 * i + 1],
-                    self.root / name,
-                    self.root / f"{name}.log",
-                )
-
-    (tmp_path / "cluster").mkdir()
-    c = LowPortCluster(tmp_path / "cluster")
-    try:
-        c.start()
-        c.wait_leader(timeout=30)
-        yield c
-    finally:
-        c.close()
+def low_cluster(make_cluster: Callable[..., Any]) -> Any:
+    """A fresh 3-member cluster this module's tests kill and restart. Its ports are below the
+    ephemeral range (the launcher's rule), so a port a killed member frees cannot be taken by an
+    outgoing connection before the member restarts on it."""
+    return make_cluster()
 
 
 class Recorder(threading.Thread):
