@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -72,8 +73,14 @@ class Cluster:
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         self.endpoints = ",".join(f"127.0.0.1:{base_port + 2 * i}" for i in range(3))
-        self._wait_for_leader()
-        self.members = children(self.proc.pid)
+        try:
+            self._wait_for_leader()
+            self.members = children(self.proc.pid)
+            if len(self.members) != 3:
+                raise RuntimeError(f"expected 3 members, found {self.members}")
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_for_leader(self) -> None:
         deadline = time.monotonic() + 30
@@ -85,7 +92,9 @@ class Cluster:
                 env=_ENV,
                 check=False,
             )
-            if out.returncode == 0 and all(s["Status"]["leader"] for s in json.loads(out.stdout)):
+            # etcdctl's JSON leaves out zero fields: no "leader" while there is none.
+            statuses = json.loads(out.stdout) if out.returncode == 0 else []
+            if statuses and all(s["Status"].get("leader") for s in statuses):
                 return
             time.sleep(0.3)
         raise RuntimeError("the cluster elected no leader in 30 s")
@@ -137,7 +146,17 @@ def check_perf_m(cluster: Cluster, _duration: float) -> tuple[float, str]:
 WORKLOADS = {"put256": put256, "checkperf-m": check_perf_m}
 
 
+def ports_free(base_port: int) -> bool:
+    for port in range(base_port, base_port + 6):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    return True
+
+
 def one_run(side: str, exe: str, workload: str, duration: float, port: int) -> Run:
+    if not ports_free(port):
+        raise RuntimeError(f"ports {port}-{port + 5} are in use: is an earlier cluster running?")
     cluster = Cluster(exe, port)
     try:
         before, started = cluster.cpu(), time.monotonic()
