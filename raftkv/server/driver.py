@@ -148,7 +148,7 @@ class NodeDriver:
         """Set when the newest apply batch handed to the disk thread has finished."""
         self._waiters: dict[int, asyncio.Future[_Outcome]] = {}
         self._waiter_ids = itertools.count(1)
-        self._request_ids = itertools.count(1)
+        self._request_ids = request_ids(config.member_id, time.time())
         self._wake = asyncio.Event()
         self._leader_changed = asyncio.Event()
         self._stopped = False
@@ -510,6 +510,15 @@ class NodeDriver:
             return
 
 
+def request_ids(member_id: int, now_s: float) -> Iterator[int]:
+    """Request ids unique across members and restarts, as etcd's idutil makes them: 2 bytes of
+    the member id, 5 of the start time in milliseconds, then a counter. A follower finds its
+    forwarded writes in the log by their bytes, so two members (or one before and after a
+    restart) must never encode the same request the same way."""
+    start = (member_id & 0xFFFF) << 48 | (int(now_s * 1000) & 0xFF_FFFF_FFFF) << 8
+    return itertools.count(start + 1)
+
+
 def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
     """Give a brand-new log its membership: every member starts from the same snapshot at
     (index 1, term 1), so logs agree from the start without a bootstrap election."""
@@ -545,4 +554,4 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-__all__ = ["DriverConfig", "NodeDriver", "bootstrap_log"]
+__all__ = ["DriverConfig", "NodeDriver", "bootstrap_log", "request_ids"]

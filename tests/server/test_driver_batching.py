@@ -557,3 +557,16 @@ def test_a_persist_does_not_wait_for_applying_entries_that_were_already_stable(
         await driver.stop(transfer_leadership=False)
 
     run(body())
+
+
+def test_request_ids_differ_across_members_and_restarts() -> None:
+    """A follower recognises its forwarded writes in the log by their bytes: the same request
+    from two members, or from one member before and after a restart, must not encode alike."""
+    from raftkv.server.driver import request_ids
+
+    a, b = request_ids(1, 1000.0), request_ids(2, 1000.0)
+    restarted = request_ids(1, 1000.5)
+    first = [next(a) for _ in range(3)]
+    assert first == sorted(set(first))
+    assert not set(first) & {next(b) for _ in range(3)}
+    assert not set(first) & {next(restarted) for _ in range(3)}
