@@ -2,7 +2,9 @@
 
 ``raftkv get|put|del|txn|watch|compact``, ``raftkv member list`` and ``raftkv endpoint status``.
 Each takes ``--endpoints`` and ``-w simple|json|table`` (etcdctl's output formats: ``simple``
-prints like etcdctl, ``json`` prints etcd's JSON with base64 keys and values).
+prints like etcdctl, ``json`` prints etcd's JSON with base64 keys and values), and etcdctl's
+TLS options ``--cacert``, ``--cert`` and ``--key`` (or ``ETCDCTL_CACERT`` etc.); ``https://``
+endpoints use TLS too.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from raftkv.client import (
     version,
 )
 from raftkv.client.types import OpResult
+from raftkv.errors import ConfigError
 
 __all__ = ["COMMANDS"]
 
@@ -64,9 +67,25 @@ def _common(f: F) -> F:
             show_default=True,
         ),
         click.option("--command-timeout", type=float, default=5.0, show_default=True),
-        click.option("--cacert", default=None, help="CA bundle for TLS."),
-        click.option("--cert", default=None, help="Client certificate for TLS."),
-        click.option("--key", "key_file", default=None, help="Client key for TLS."),
+        click.option(
+            "--cacert",
+            default=None,
+            envvar="ETCDCTL_CACERT",
+            help="CA bundle that signs the servers' certificates (uses TLS).",
+        ),
+        click.option(
+            "--cert",
+            default=None,
+            envvar="ETCDCTL_CERT",
+            help="Client certificate, for servers with --client-cert-auth (uses TLS).",
+        ),
+        click.option(
+            "--key",
+            "key_file",
+            default=None,
+            envvar="ETCDCTL_KEY",
+            help="Key of the client certificate.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -74,13 +93,16 @@ def _common(f: F) -> F:
 
 
 def _client(kw: dict[str, Any]) -> Client:
-    return Client(
-        kw.pop("endpoints"),
-        timeout_s=kw.pop("command_timeout"),
-        ca_cert=kw.pop("cacert"),
-        cert=kw.pop("cert"),
-        key=kw.pop("key_file"),
-    )
+    try:
+        return Client(
+            kw.pop("endpoints"),
+            timeout_s=kw.pop("command_timeout"),
+            ca_cert=kw.pop("cacert"),
+            cert=kw.pop("cert"),
+            key=kw.pop("key_file"),
+        )
+    except (ConfigError, OSError) as exc:  # --cert without --key, an unreadable file
+        raise click.UsageError(str(exc)) from None
 
 
 def _fail(exc: BaseException) -> NoReturn:

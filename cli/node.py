@@ -20,6 +20,7 @@ from raftkv.server.config import (
     parse_urls,
 )
 from raftkv.server.node import member_dir, run_node
+from raftkv.server.tls import TLSInfo
 
 
 def _opt(flag: str, default: object, help_text: str, **kw: object) -> click.Option:
@@ -55,6 +56,29 @@ NODE_OPTIONS = [
         "10m",
         "Interval of watch progress notifications: 500ms, 10s, 10m or plain milliseconds.",
     ),
+    _opt("cert-file", None, "Path to the client server TLS cert file (for https:// client URLs)."),
+    _opt("key-file", None, "Path to the client server TLS key file."),
+    _opt("trusted-ca-file", None, "CA that signs client certificates; clients must present one."),
+    _opt(
+        "client-cert-auth",
+        False,
+        "Require client certificates (needs --trusted-ca-file).",
+        is_flag=True,
+    ),
+    _opt(
+        "peer-cert-file",
+        None,
+        "Path to the peer TLS cert file (for https:// peer URLs); "
+        "also the client certificate this member dials its peers with.",
+    ),
+    _opt("peer-key-file", None, "Path to the peer TLS key file."),
+    _opt("peer-trusted-ca-file", None, "CA that signs peer certificates; peers must present one."),
+    _opt(
+        "peer-client-cert-auth",
+        False,
+        "Require peer client certificates (needs --peer-trusted-ca-file).",
+        is_flag=True,
+    ),
     click.Option(
         ["--experimental-unsafe-local-reads"],
         is_flag=True,
@@ -79,6 +103,22 @@ def parse_duration_ms(value: str, flag: str) -> int:
     if text.isdigit():
         return int(text)
     raise ConfigError(f"--{flag}: {value!r} is not a duration such as 500ms, 10s or 10m")
+
+
+def _path(value: object) -> Path | None:
+    return None if value is None or value == "" else Path(str(value))
+
+
+def tls_info(params: dict[str, object], prefix: str) -> TLSInfo:
+    """``--cert-file`` etc. (prefix ``""``) or ``--peer-cert-file`` etc. (prefix ``peer-``)."""
+    key = prefix.replace("-", "_")
+    return TLSInfo(
+        cert_file=_path(params[f"{key}cert_file"]),
+        key_file=_path(params[f"{key}key_file"]),
+        trusted_ca_file=_path(params[f"{key}trusted_ca_file"]),
+        client_cert_auth=bool(params[f"{key}client_cert_auth"]),
+        prefix=prefix,
+    )
 
 
 def build_config(params: dict[str, object]) -> ServerConfig:
@@ -107,6 +147,8 @@ def build_config(params: dict[str, object]) -> ServerConfig:
             str(params["watch_progress_notify_interval"]), "watch-progress-notify-interval"
         ),
         unsafe_local_reads=bool(params["experimental_unsafe_local_reads"]),
+        client_tls=tls_info(params, ""),
+        peer_tls=tls_info(params, "peer-"),
     )
 
 
@@ -130,6 +172,9 @@ def run(params: dict[str, object]) -> None:
         sys.exit(2)
     try:
         asyncio.run(run_node(config, raft_log, backend))
+    except ConfigError as exc:  # certificate files that do not load
+        click.echo(f"raftkv: refusing to start: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         click.echo(f"raftkv: cannot serve: {exc}", err=True)
         sys.exit(1)

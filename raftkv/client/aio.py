@@ -52,6 +52,7 @@ from raftkv.client.types import (
     TxnResult,
     WatchResponse,
 )
+from raftkv.errors import ConfigError
 from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 __all__ = ["AsyncClient", "AsyncWatch", "channel_options", "parse_endpoint"]
@@ -206,6 +207,11 @@ class AsyncClient:
     """An asyncio etcd v3 client over several endpoints.
 
     ``async with AsyncClient(["127.0.0.1:2379", ...]) as c: await c.put(b"k", b"v")``
+
+    TLS, as etcdctl's ``--cacert``/``--cert``/``--key``: ``ca_cert`` (the CA bundle that signs
+    the servers' certificates; gRPC's default roots without it), and ``cert`` with ``key`` (a
+    client certificate, for servers with ``--client-cert-auth``). Each is a path or the PEM
+    bytes. Any of them, or an ``https://`` endpoint, makes every connection TLS.
     """
 
     def __init__(
@@ -229,6 +235,8 @@ class AsyncClient:
         self.connect_timeout_s = connect_timeout_s
         self.require_leader = require_leader
         self._options = channel_options(keepalive_time_s, keepalive_timeout_s)
+        if (cert is None) != (key is None):
+            raise ConfigError("a client certificate needs its key: give cert and key together")
         self._tls = any(x is not None for x in (ca_cert, cert, key))
         self._creds: grpc.ChannelCredentials | None = None
         if self._tls or any(parse_endpoint(e)[1] for e in endpoints):
@@ -264,6 +272,11 @@ class AsyncClient:
             else:
                 ep.channel = aio.insecure_channel(ep.target, options=self._options)
         return ep.channel
+
+    @property
+    def _why_unreachable(self) -> str:
+        # gRPC does not tell a refused handshake from a refused connection; with TLS, say both.
+        return " (no connection, or the TLS handshake failed)" if self._creds else ""
 
     def _order(self) -> list[_Endpoint]:
         """Endpoints to try: the current one first, then the others, healthy ones first."""
@@ -320,7 +333,7 @@ class AsyncClient:
                 ch = await self._ready(ep, deadline)
                 if ch is None:
                     self._mark_down(ep)
-                    last = Unavailable(f"{ep.target}: not reachable")
+                    last = Unavailable(f"{ep.target}: not reachable{self._why_unreachable}")
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -42,7 +42,13 @@ class Client:
             target=self._loop.run_forever, name="raftkv-client", daemon=True
         )
         self._thread.start()
-        self._aio: AsyncClient = self._run(_make(endpoints, kw))
+        try:
+            self._aio: AsyncClient = self._run(_make(endpoints, kw))
+        except BaseException:  # bad arguments: stop the loop thread we just started
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+            raise
         self.timeout_s = self._aio.timeout_s
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:

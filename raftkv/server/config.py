@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from raftkv.errors import ConfigError
+from raftkv.server.tls import TLSInfo
 
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
 DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
@@ -29,10 +30,8 @@ def parse_urls(value: str, flag: str) -> tuple[str, ...]:
 def host_port(url: str, flag: str = "url") -> str:
     """``http://127.0.0.1:2379`` -> ``127.0.0.1:2379`` (the form gRPC binds and dials)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", ""):
-        raise ConfigError(
-            f"--{flag}: {url!r}: only http:// URLs are supported (TLS is not implemented yet)"
-        )
+    if parts.scheme not in ("http", "https", ""):
+        raise ConfigError(f"--{flag}: {url!r}: only http:// and https:// URLs are supported")
     if not parts.hostname or parts.port is None:
         raise ConfigError(
             f"--{flag}: {url!r} must have a host and a port, e.g. http://127.0.0.1:2379"
@@ -41,6 +40,10 @@ def host_port(url: str, flag: str = "url") -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{host}:{parts.port}"
+
+
+def is_tls(url: str) -> bool:
+    return urlsplit(url).scheme == "https"
 
 
 def parse_initial_cluster(value: str) -> dict[str, tuple[str, ...]]:
@@ -91,6 +94,8 @@ class ServerConfig:
     watch_progress_notify_interval_ms: int = 600_000
     unsafe_local_reads: bool = False
     """Testing only: linearizable reads served locally, without ReadIndex (unsafe)."""
+    client_tls: TLSInfo = field(default_factory=TLSInfo)
+    peer_tls: TLSInfo = field(default_factory=lambda: TLSInfo(prefix="peer-"))
 
     def __post_init__(self) -> None:
         if self.name not in self.initial_cluster:
@@ -121,6 +126,43 @@ class ServerConfig:
             raise ConfigError("--watch-progress-notify-interval must be positive")
         if self.snapshot_count <= 0:
             raise ConfigError("--snapshot-count must be positive")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """etcd's checks (and messages) for https URLs without certificates; one scheme for
+        every peer URL of the cluster (docs/security.md)."""
+        self.client_tls.check()
+        self.peer_tls.check()
+        for url in self.listen_client_urls:
+            if is_tls(url) and self.client_tls.empty:
+                raise ConfigError(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url "
+                    f"{url} with HTTPS scheme"
+                )
+        peer_urls = {
+            *self.listen_peer_urls,
+            *self.initial_advertise_peer_urls,
+            *(u for urls in self.initial_cluster.values() for u in urls),
+        }
+        tls = sorted(u for u in peer_urls if is_tls(u))
+        plain = sorted(u for u in peer_urls if not is_tls(u))
+        if tls and plain:
+            raise ConfigError(
+                "peer URLs mix https:// and http:// "
+                f"(https: {', '.join(tls)}; http: {', '.join(plain)}): every member of a cluster "
+                "must talk TLS to its peers, or none; set --listen-peer-urls, "
+                "--initial-advertise-peer-urls and --initial-cluster to one scheme"
+            )
+        if tls and self.peer_tls.empty:
+            raise ConfigError(
+                "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url "
+                f"{tls[0]} with HTTPS scheme"
+            )
+
+    @property
+    def peer_links_use_tls(self) -> bool:
+        """Whether peers are dialled and served over TLS (all peer URLs are https://)."""
+        return any(is_tls(u) for u in self.listen_peer_urls)
 
     @property
     def election_ticks(self) -> int:

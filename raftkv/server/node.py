@@ -26,13 +26,14 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.pb.peer import peer_pb2_grpc
 from raftkv.raft.storage import DurableLog
 from raftkv.server.api import Member
-from raftkv.server.config import ServerConfig, host_port
+from raftkv.server.config import ServerConfig, host_port, is_tls
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
 from raftkv.server.peer.options import PEER_SERVER_OPTIONS
 from raftkv.server.peer.sender import GrpcTransport
 from raftkv.server.peer.service import PeerService
 from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots
+from raftkv.server.tls import ChannelCredentialsSource, TLSInfo, server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +63,31 @@ def _members(config: ServerConfig) -> list[Member]:
     return members
 
 
-def _listen(server: grpc.aio.Server, url: str, flag: str) -> None:
+def _listen(server: grpc.aio.Server, urls: tuple[str, ...], flag: str, tls: TLSInfo) -> None:
+    """Listen on every URL: https ones with ``tls``'s certificates, reloaded when they change."""
+    credentials = None
+    if any(is_tls(url) for url in urls):
+        credentials = server_credentials(tls)  # ConfigError if the files do not load
+    elif not tls.empty:
+        # etcd's behaviour and warning: certificates are for https:// URLs only.
+        logger.warning(
+            "--%s: scheme is HTTP while key and cert files are present; ignoring key and cert "
+            "files",
+            flag,
+        )
+    for url in urls:
+        _listen_one(server, url, flag, credentials if is_tls(url) else None)
+
+
+def _listen_one(
+    server: grpc.aio.Server, url: str, flag: str, credentials: grpc.ServerCredentials | None
+) -> None:
     address = host_port(url, flag)
     try:
-        server.add_insecure_port(address)
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(
             f"--{flag}: cannot listen on {address} ({exc}); is another process using the port?"
@@ -74,6 +96,41 @@ def _listen(server: grpc.aio.Server, url: str, flag: str) -> None:
 
 def member_dir(config: ServerConfig) -> Path:
     return config.data_dir / "member"
+
+
+def _peer_side(
+    config: ServerConfig, driver: NodeDriver, snap_dir: Path
+) -> tuple[GrpcTransport, grpc.aio.Server]:
+    """The transport to the other members and the server that receives from them (over TLS
+    when the peer URLs are https://; ServerConfig refuses a mix)."""
+    ids = config.member_ids()
+    peers = {
+        ids[name]: host_port(urls[0])
+        for name, urls in config.initial_cluster.items()
+        if name != config.name
+    }
+    transport = GrpcTransport(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        peers=peers,
+        handler=driver,
+        credentials=(
+            ChannelCredentialsSource(config.peer_tls) if config.peer_links_use_tls else None
+        ),
+    )
+    driver.attach_transport(transport)
+    peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
+    peer_pb2_grpc.add_RaftServicer_to_server(
+        PeerService(
+            member_id=config.member_id,
+            cluster_id=config.cluster_id,
+            handler=driver,
+            snap_dir=snap_dir,
+        ),
+        peer_server,
+    )
+    _listen(peer_server, config.listen_peer_urls, "listen-peer-urls", config.peer_tls)
+    return transport, peer_server
 
 
 async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBackend) -> RunningNode:
@@ -105,32 +162,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         received_snapshots=ReceivedSnapshots(snap_dir),
         rng=random.Random(),
     )
-    peers = {
-        ids[name]: host_port(urls[0])
-        for name, urls in config.initial_cluster.items()
-        if name != config.name
-    }
-    transport = GrpcTransport(
-        member_id=config.member_id,
-        cluster_id=config.cluster_id,
-        peers=peers,
-        handler=driver,
-    )
-    driver.attach_transport(transport)
-
-    peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
-    peer_pb2_grpc.add_RaftServicer_to_server(
-        PeerService(
-            member_id=config.member_id,
-            cluster_id=config.cluster_id,
-            handler=driver,
-            snap_dir=snap_dir,
-        ),
-        peer_server,
-    )
-    for url in config.listen_peer_urls:
-        _listen(peer_server, url, "listen-peer-urls")
-
+    transport, peer_server = _peer_side(config, driver, snap_dir)
     client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
     add_client_services(
         client_server,
@@ -139,8 +171,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         request_timeout_s=config.request_timeout_s,
         watch_progress_notify_interval_s=config.watch_progress_notify_interval_ms / 1000,
     )
-    for url in config.listen_client_urls:
-        _listen(client_server, url, "listen-client-urls")
+    _listen(client_server, config.listen_client_urls, "listen-client-urls", config.client_tls)
 
     await peer_server.start()
     await transport.start()

@@ -23,6 +23,12 @@
   hears of those (``forwards_rejected``) and of writes lost with a broken stream
   (``forwards_lost``). Answering every forward cost an ack (a stream write and read) per batch of
   forwards, and a unary RPC per forward cost as much again as the stream operations it replaces.
+- With ``credentials`` (a callable giving ``grpc.ChannelCredentials``), every link and snapshot
+  connection is TLS. The callable is asked again before each new stream attempt; when it gives
+  other credentials (the certificate files were replaced), the old channel is closed and the
+  next attempt dials with the new ones. A healthy stream keeps its connection: TLS sessions are
+  not cut short by a rotation, and a peer that stops accepting the old certificate breaks the
+  stream, which reconnects with the new one.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from grpc import aio
@@ -43,7 +49,10 @@ from raftkv.server.peer.options import MAX_MESSAGE_BYTES, PEER_CHANNEL_OPTIONS
 from raftkv.server.peer.snapshot_sender import send_snapshot
 from raftkv.server.peer.wire import message_to_pb, refusal_from_pb
 
-__all__ = ["GrpcTransport"]
+__all__ = ["ChannelCredentials", "GrpcTransport"]
+
+ChannelCredentials = Callable[[], grpc.ChannelCredentials]
+"""Gives the credentials to dial peers with; the same object until they change."""
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,7 @@ class _Peer:
     __slots__ = (
         "addr",
         "channel",
+        "channel_credentials",
         "dropping",
         "failures",
         "forwards",
@@ -85,6 +95,8 @@ class _Peer:
         self.failures = 0
         """Consecutive failed stream attempts (for logging)."""
         self.channel: aio.Channel | None = None
+        self.channel_credentials: grpc.ChannelCredentials | None = None
+        """The credentials ``channel`` was opened with (None: an insecure channel)."""
         self.stub: peer_pb2_grpc.RaftAsyncStub | None = None
         self.task: asyncio.Task[None] | None = None
         self.snapshot_task: asyncio.Task[None] | None = None
@@ -133,6 +145,7 @@ class GrpcTransport:
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 2.0,
         snapshot_chunk_bytes: int = 1024 * 1024,
+        credentials: ChannelCredentials | None = None,
     ) -> None:
         if max_queue_msgs < 1 or batch_max_msgs < 1 or max_unacked_batches < 1:
             raise ValueError("queue, batch and window limits must be positive")
@@ -151,6 +164,7 @@ class GrpcTransport:
         self._backoff_min = backoff_min_s
         self._backoff_max = backoff_max_s
         self._chunk_bytes = snapshot_chunk_bytes
+        self._credentials = credentials
         self._peers: dict[int, _Peer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         """Sender and snapshot tasks: cancelled by close()."""
@@ -279,9 +293,25 @@ class GrpcTransport:
 
     def _stub(self, peer: _Peer) -> peer_pb2_grpc.RaftAsyncStub:
         if peer.stub is None:
-            peer.channel = aio.insecure_channel(peer.addr, options=PEER_CHANNEL_OPTIONS)
+            if self._credentials is None:
+                peer.channel = aio.insecure_channel(peer.addr, options=PEER_CHANNEL_OPTIONS)
+            else:
+                peer.channel_credentials = self._credentials()
+                peer.channel = aio.secure_channel(
+                    peer.addr, peer.channel_credentials, options=PEER_CHANNEL_OPTIONS
+                )
             peer.stub = peer_pb2_grpc.RaftStub(peer.channel)
         return peer.stub
+
+    async def _drop_stale_channel(self, peer: _Peer) -> None:
+        """Close ``peer``'s channel if the certificates changed since it was opened."""
+        if self._credentials is None or peer.channel is None:
+            return
+        if self._credentials() is peer.channel_credentials:
+            return
+        log.info("link to member %x: certificates changed; reconnecting with the new ones", peer.id)
+        channel, peer.channel, peer.stub = peer.channel, None, None
+        await channel.close()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -321,6 +351,7 @@ class GrpcTransport:
             while not peer.queue and not peer.forwards:
                 peer.wakeup.clear()
                 await peer.wakeup.wait()
+            await self._drop_stale_channel(peer)
             healthy = await self._stream(peer)
             # The stream broke, or never came up. Raft retransmits what is lost; report the peer
             # so the leader probes it, and drop what queued before the failure.
@@ -471,6 +502,7 @@ class GrpcTransport:
                 cluster_id=self._cluster_id,
                 chunks=self._handler.snapshot_chunks,
                 chunk_bytes=self._chunk_bytes,
+                credentials=None if self._credentials is None else self._credentials(),
             )
         finally:
             # Also when cancelled (the peer was removed): the core must hear the send ended.

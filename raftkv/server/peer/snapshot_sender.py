@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from raftkv.pb.peer import peer_pb2, peer_pb2_grpc
@@ -37,16 +38,22 @@ async def send_snapshot(
     cluster_id: int,
     chunks: Callable[[], Iterator[bytes]],
     chunk_bytes: int,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> bool:
     """Stream ``msg``'s snapshot to the member at ``addr``; True once it acknowledged all of it.
 
-    Any failure is logged and returns False; a cancellation cleans up and propagates.
+    The connection is TLS with ``credentials``, plain without. Any failure is logged and
+    returns False; a cancellation cleans up and propagates.
     """
     meta = msg.snapshot.meta
     # One thread for the whole dump: a read transaction stays on the thread that opened it.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-snapshot")
     dump = _Dump(chunks)
-    channel = aio.insecure_channel(addr, options=SNAPSHOT_CHANNEL_OPTIONS)
+    channel = (
+        aio.insecure_channel(addr, options=SNAPSHOT_CHANNEL_OPTIONS)
+        if credentials is None
+        else aio.secure_channel(addr, credentials, options=SNAPSHOT_CHANNEL_OPTIONS)
+    )
     call: _SnapshotCall | None = None
     try:
         first = await asyncio.get_running_loop().run_in_executor(executor, dump.next_chunk)
