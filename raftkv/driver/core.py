@@ -392,6 +392,12 @@ class DriverCore:
         return out
 
     @property
+    def held_by_applies(self) -> bool:
+        """Whether the Ready pipeline waits for applies to finish (a finished apply may then let
+        ``pump`` go on; otherwise it has nothing to pump)."""
+        return self._stage is _Stage.WAIT_APPLIES or self._stage is _Stage.WAIT_ROOM
+
+    @property
     def waiting(self) -> int:
         """Requests still waiting for an outcome (for tests and status)."""
         return len(self._proposals) + len(self._forwarder) + len(self._parked) + len(self._reads)

@@ -280,7 +280,8 @@ class NodeDriver:
             self._fatal(f"applying entries {first}-{last} failed", error)
             return
         self._execute(self._core.applied_batch(action.batch, future.result()))
-        self._wake.set()
+        if self._core.held_by_applies:  # else the Ready loop has nothing new to do
+            self._wake.set()
 
     def _persist(self, action: Persist) -> int:
         """On the disk thread. Returns the applied index of a restored snapshot image."""
