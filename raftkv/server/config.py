@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from raftkv.errors import ConfigError
+from raftkv.server.compactor import AutoCompaction, parse_auto_compaction
 
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
 DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30
@@ -91,6 +92,9 @@ class ServerConfig:
     watch_progress_notify_interval_ms: int = 600_000
     unsafe_local_reads: bool = False
     """Testing only: linearizable reads served locally, without ReadIndex (unsafe)."""
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    """etcd's flags, as given: see :func:`raftkv.server.compactor.parse_auto_compaction`."""
 
     def __post_init__(self) -> None:
         if self.name not in self.initial_cluster:
@@ -121,6 +125,11 @@ class ServerConfig:
             raise ConfigError("--watch-progress-notify-interval must be positive")
         if self.snapshot_count <= 0:
             raise ConfigError("--snapshot-count must be positive")
+        self.auto_compaction  # noqa: B018 (parsed here so a bad value stops the start)
+
+    @property
+    def auto_compaction(self) -> AutoCompaction:
+        return parse_auto_compaction(self.auto_compaction_mode, self.auto_compaction_retention)
 
     @property
     def election_ticks(self) -> int:

@@ -26,6 +26,7 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.pb.peer import peer_pb2_grpc
 from raftkv.raft.storage import DurableLog
 from raftkv.server.api import Member
+from raftkv.server.compactor import Compactor
 from raftkv.server.config import ServerConfig, host_port
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
@@ -45,8 +46,13 @@ class RunningNode:
     client_server: grpc.aio.Server
     raft_log: DurableLog
     backend: KVBackend
+    compactor: asyncio.Task[None] | None = None
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
+        if self.compactor is not None:
+            self.compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.compactor
         await self.client_server.stop(grace=0.5)
         await self.driver.stop(transfer_leadership=transfer_leadership)
         await self.transport.close()
@@ -153,7 +159,17 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         ",".join(config.listen_client_urls),
         ",".join(config.listen_peer_urls),
     )
-    return RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    running = RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    policy = config.auto_compaction
+    if policy.enabled:
+        compactor = Compactor(driver, policy, timeout_s=config.request_timeout_s)
+        running.compactor = asyncio.get_running_loop().create_task(
+            compactor.run(), name="raftkv-auto-compaction"
+        )
+        logger.info(
+            "auto compaction: %s, retention %s", policy.mode, config.auto_compaction_retention
+        )
+    return running
 
 
 async def run_node(
