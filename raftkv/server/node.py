@@ -47,6 +47,7 @@ class RunningNode:
     raft_log: DurableLog
     backend: KVBackend
     compactor: asyncio.Task[None] | None = None
+    peer_service: PeerService | None = None
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
         if self.compactor is not None:
@@ -54,8 +55,14 @@ class RunningNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.compactor
         await self.client_server.stop(grace=0.5)
+        # With every peer gone (the last member of a cluster being shut down), a hand-over
+        # could only time out.
+        if transfer_leadership and not self.transport.peers_up():
+            transfer_leadership = False
         await self.driver.stop(transfer_leadership=transfer_leadership)
         await self.transport.close()
+        if self.peer_service is not None:
+            await self.peer_service.close()
         await self.peer_server.stop(grace=0.2)
 
 
@@ -125,15 +132,13 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
     driver.attach_transport(transport)
 
     peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
-    peer_pb2_grpc.add_RaftServicer_to_server(
-        PeerService(
-            member_id=config.member_id,
-            cluster_id=config.cluster_id,
-            handler=driver,
-            snap_dir=snap_dir,
-        ),
-        peer_server,
+    peer_service = PeerService(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        handler=driver,
+        snap_dir=snap_dir,
     )
+    peer_pb2_grpc.add_RaftServicer_to_server(peer_service, peer_server)
     for url in config.listen_peer_urls:
         _listen(peer_server, url, "listen-peer-urls")
 
@@ -160,6 +165,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         ",".join(config.listen_peer_urls),
     )
     running = RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    running.peer_service = peer_service
     policy = config.auto_compaction
     if policy.enabled:
         compactor = Compactor(driver, policy, timeout_s=config.request_timeout_s)
@@ -202,3 +208,4 @@ async def run_node(
         logger.info("member %x stopping", config.member_id)
     finally:
         await node.stop()
+        logger.info("member %x stopped", config.member_id)
