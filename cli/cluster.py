@@ -380,18 +380,8 @@ class Supervisor:
         alive = [c for c in self.children if c.proc.returncode is None]
         if alive:
             self.out.say(f"stopping {', '.join(c.spec.name for c in alive)} (SIGTERM)")
-        for child in alive:
-            with contextlib.suppress(ProcessLookupError):
-                child.proc.send_signal(signal.SIGTERM)
-        if alive:
-            all_stopped = asyncio.create_task(_wait_all(c.proc for c in alive))
-            force = asyncio.create_task(self._force.wait())
-            await asyncio.wait(
-                {all_stopped, force},
-                timeout=self.stop_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            force.cancel()
+        for group in await self._stop_groups(alive):
+            await self._terminate(group)
         for child in self.children:
             if child.proc.returncode is None:
                 self.out.say(f"{child.spec.name} did not stop in time: sending SIGKILL")
@@ -406,6 +396,50 @@ class Supervisor:
                 f"{c.spec.name} {_describe_exit(c.proc.returncode)}" for c in self.children
             )
             self.out.say(f"all members stopped ({codes})")
+
+    # -- an orderly stop: the leader hands over once, then nobody else has to ------------------
+
+    async def _leader_among(self, children: Sequence[_Child]) -> _Child | None:
+        channels = [grpc.aio.insecure_channel(c.spec.endpoint) for c in children]
+        try:
+            statuses = await asyncio.gather(*(fetch_status(ch, 1.0) for ch in channels))
+        finally:
+            for ch in channels:
+                await ch.close()
+        by_id = {st.header.member_id: c for c, st in zip(children, statuses, strict=True) if st}
+        leaders = {st.leader for st in statuses if st is not None and st.leader}
+        return by_id.get(leaders.pop()) if len(leaders) == 1 else None
+
+    async def _stop_groups(self, alive: list[_Child]) -> list[list[_Child]]:
+        """The leader alone first (it hands leadership over, once); then, once the new leader
+        is known, everyone but it; then the new leader, which has no peer left to hand over
+        to. Without a known leader, everyone at once."""
+        if self._force.is_set() or len(alive) < 2:
+            return [alive]
+        leader = await self._leader_among(alive)
+        if leader is None:
+            return [alive]
+        await self._terminate([leader])
+        rest = [c for c in alive if c is not leader and c.proc.returncode is None]
+        successor = await self._leader_among(rest) if len(rest) > 1 else None
+        if successor is None:
+            return [rest]
+        return [[c for c in rest if c is not successor], [successor]]
+
+    async def _terminate(self, group: Sequence[_Child]) -> None:
+        """SIGTERM ``group`` and wait for it, at most the stop timeout (or a second Ctrl-C)."""
+        group = [c for c in group if c.proc.returncode is None]
+        if not group or self._force.is_set():
+            return
+        for child in group:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+        stopped = asyncio.create_task(_wait_all(c.proc for c in group))
+        force = asyncio.create_task(self._force.wait())
+        await asyncio.wait(
+            {stopped, force}, timeout=self.stop_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        force.cancel()
 
 
 async def _wait_all(procs: Iterable[asyncio.subprocess.Process]) -> None:

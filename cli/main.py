@@ -7,6 +7,7 @@ from raftkv_cli.bench import bench_group
 from raftkv_cli.cluster import cluster_group
 from raftkv_cli.ctl import COMMANDS as CTL_COMMANDS
 from raftkv_cli.node import node_command
+from raftkv_cli.snapshot import snapshot_group
 
 import raftkv
 
@@ -22,5 +23,6 @@ def main() -> None:
 main.add_command(node_command)
 main.add_command(cluster_group)
 main.add_command(bench_group)
+main.add_command(snapshot_group)
 for _command in CTL_COMMANDS:
     main.add_command(_command)

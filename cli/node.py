@@ -1,4 +1,5 @@
-"""``raftkv node``: run one member, with etcd's flag names (each also a RAFTKV_* variable)."""
+"""``raftkv node``: run one member, with etcd's flag names (each also a RAFTKV_* or ETCD_*
+variable, or a setting of etcd's YAML config file: raftkv_cli.node_flags)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from pathlib import Path
 
 import click
 from raftkv_cli.logs import configure_logging
+from raftkv_cli.node_flags import (
+    CONFIG_FILE_OPTION,
+    DEFAULT_ONLY,
+    DEFAULT_ONLY_OPTIONS,
+    check_node_params,
+    envvars,
+)
 from raftkv_storage.backend import LmdbBackend
 from raftkv_storage.log import LmdbRaftLog
 
@@ -24,11 +32,10 @@ from raftkv.server.tls import TLSInfo
 
 
 def _opt(flag: str, default: object, help_text: str, **kw: object) -> click.Option:
-    env = "RAFTKV_" + flag.upper().replace("-", "_")
     return click.Option(
         [f"--{flag}"],
         default=default,
-        envvar=env,
+        envvar=envvars(flag),
         show_default=True,
         show_envvar=True,
         help=help_text,
@@ -86,8 +93,29 @@ NODE_OPTIONS = [
         help="UNSAFE, testing only: serve linearizable reads locally without ReadIndex "
         "(stale reads under partitions). For proving that Jepsen-style checkers catch it.",
     ),
-    _opt("log-level", "info", "debug, info, warning or error."),
+    _opt(
+        "auto-compaction-mode",
+        "periodic",
+        "periodic: keep --auto-compaction-retention of time; revision: keep that many revisions.",
+    ),
+    _opt(
+        "auto-compaction-retention",
+        "0",
+        "History to keep: a duration (30m, 1h) or hours (periodic), revisions (revision); 0: off.",
+    ),
+    _opt("logger", "zap", "etcd's logger: zap or capnslog (both log through raftkv's logging)."),
+    _opt("log-outputs", "default", "Comma-separated: default or stderr, stdout, or file paths."),
+    _opt("log-level", "info", "debug, info, warn, error, panic or fatal."),
     _opt("log-format", "text", "text or json."),
+    _opt(
+        "debug",
+        "false",
+        "etcd's old switch for --log-level=debug.",
+        is_flag=False,
+        flag_value="true",
+    ),
+    CONFIG_FILE_OPTION,
+    *DEFAULT_ONLY_OPTIONS,
 ]
 
 
@@ -149,11 +177,19 @@ def build_config(params: dict[str, object]) -> ServerConfig:
         unsafe_local_reads=bool(params["experimental_unsafe_local_reads"]),
         client_tls=tls_info(params, ""),
         peer_tls=tls_info(params, "peer-"),
+        auto_compaction_mode=str(params["auto_compaction_mode"]),
+        auto_compaction_retention=str(params["auto_compaction_retention"]),
     )
 
 
 def run(params: dict[str, object]) -> None:
-    configure_logging(str(params["log_level"]), str(params["log_format"]), name=str(params["name"]))
+    level = "debug" if str(params["debug"]).lower() == "true" else str(params["log_level"])
+    configure_logging(
+        level,
+        str(params["log_format"]),
+        name=str(params["name"]),
+        outputs=str(params["log_outputs"]),
+    )
     try:
         config = build_config(params)
     except ConfigError as exc:
@@ -183,9 +219,19 @@ def run(params: dict[str, object]) -> None:
         backend.close()
 
 
+@click.pass_context
+def _node(ctx: click.Context, /, **params: object) -> None:
+    check_node_params(ctx, params)
+    run(params)
+
+
 node_command = click.Command(
     "node",
     params=list(NODE_OPTIONS),
-    callback=lambda **params: run(params),
-    help="Run one raftkv member (etcd-compatible flags; each also reads RAFTKV_<FLAG>).",
+    callback=_node,
+    help="Run one raftkv member, with etcd's flags. Each flag can also be set by RAFTKV_<FLAG> "
+    "or ETCD_<FLAG> (a flag wins over a variable), or by etcd's YAML --config-file.",
+    epilog="Also accepted at etcd's default value only (raftkv cannot honour others): "
+    + ", ".join(f"--{f}" for f in DEFAULT_ONLY)
+    + ".",
 )

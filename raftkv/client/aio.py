@@ -152,6 +152,13 @@ def _b(x: bytes | str) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
 
+def _range_key(key: bytes | str, prefix: bool, from_key: bool) -> bytes:
+    """etcd's clientv3 (WithPrefix, WithFromKey) turns the empty key into ``\\0``: the server
+    refuses an empty key, and ``"" --prefix`` means every key."""
+    k = _b(key)
+    return b"\0" if not k and (prefix or from_key) else k
+
+
 def _range_end(key: bytes, range_end: bytes | str | None, prefix: bool, from_key: bool) -> bytes:
     if prefix:
         return prefix_end(key) if key else b"\0"
@@ -389,10 +396,10 @@ class AsyncClient:
         max_create_revision: int = 0,
         timeout_s: float | None = None,
     ) -> RangeResult:
-        k = _b(key)
+        k = _range_key(key, prefix, from_key)
         req = rpc_pb2.RangeRequest(
             key=k,
-            range_end=_range_end(k, range_end, prefix, from_key),
+            range_end=_range_end(_b(key), range_end, prefix, from_key),
             limit=limit,
             revision=revision,
             sort_order=_SORT_ORDER[sort_order.lower()],  # type: ignore[arg-type]
@@ -446,9 +453,9 @@ class AsyncClient:
         prev_kv: bool = False,
         timeout_s: float | None = None,
     ) -> DeleteResult:
-        k = _b(key)
+        k = _range_key(key, prefix, from_key)
         req = rpc_pb2.DeleteRangeRequest(
-            key=k, range_end=_range_end(k, range_end, prefix, from_key), prev_kv=prev_kv
+            key=k, range_end=_range_end(_b(key), range_end, prefix, from_key), prev_kv=prev_kv
         )
         r = await self._call(
             lambda ch: rpc_pb2_grpc.KVStub(ch).DeleteRange, req, safe=False, timeout_s=timeout_s
@@ -539,7 +546,7 @@ class AsyncClient:
         fragment: bool = False,
     ) -> AsyncWatch:
         """An async iterator of :class:`WatchResponse`; it survives member failures."""
-        k = _b(key)
+        k = _range_key(key, prefix, from_key)
         filters = []
         if no_put:
             filters.append(rpc_pb2.WatchCreateRequest.NOPUT)
@@ -547,7 +554,7 @@ class AsyncClient:
             filters.append(rpc_pb2.WatchCreateRequest.NODELETE)
         create = rpc_pb2.WatchCreateRequest(
             key=k,
-            range_end=_range_end(k, range_end, prefix, from_key),
+            range_end=_range_end(_b(key), range_end, prefix, from_key),
             start_revision=start_revision,
             prev_kv=prev_kv,
             progress_notify=progress_notify,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from raftkv.kv.backend import HIST, META, REV, KVBackend, ReadTxn, WriteTxn
@@ -57,7 +57,7 @@ from raftkv.kv.types import (
     WatchBatch,
 )
 
-__all__ = ["MVCCStore", "Revisions"]
+__all__ = ["MVCCStore", "Revisions", "hash_versions"]
 
 _MAX = (1 << 64) - 1
 _REV = struct.Struct(">QQ")
@@ -255,11 +255,7 @@ class MVCCStore:
             rev = cur if revision <= 0 else revision
             if rev > cur:
                 raise FutureRevisionError()
-            h = zlib.crc32(b"raftkv-hashkv")
-            for hk, hv in txn.scan(HIST, b""):
-                if _main_of(hk) <= rev:
-                    h = zlib.crc32(hv, zlib.crc32(hk, h))
-            return HashKVResult(h, compacted, rev)
+            return HashKVResult(hash_versions(txn.scan(HIST, b""), rev), compacted, rev)
 
     # -- writes (inside the caller's write transaction) -----------------------------------------
 
@@ -295,6 +291,16 @@ class MVCCStore:
         if revisions is None:
             revs.flush(txn)
         return resp
+
+
+def hash_versions(versions: Iterable[tuple[bytes, bytes]], rev: int) -> int:
+    """HashKV's CRC-32 over stored versions (``hist`` key, value), in key order, at or below
+    ``rev``; a backup's status hashes its image with it, so the two can be compared."""
+    h = zlib.crc32(b"raftkv-hashkv")
+    for hk, hv in versions:
+        if _main_of(hk) <= rev:
+            h = zlib.crc32(hv, zlib.crc32(hk, h))
+    return h
 
 
 def _event(txn: ReadTxn, k_esc: bytes, main: int, sub: int, prev_kv: bool) -> Event | None:

@@ -33,6 +33,7 @@ __all__ = [
     "CommittedEntry",
     "KVStateMachine",
     "dump_chunks",
+    "image_records",
     "is_command",
     "load_chunks",
     "quick_to_apply",
@@ -46,6 +47,7 @@ _K_APPLIED = b"applied"
 _SNAP_MAGIC = b"RAFTKV-SNAP/1\n"
 _REC = struct.Struct(">BII")  # table id, key length, value length
 _END = 0xFF
+_PAD_BYTES = 512
 
 
 class CommittedEntry(Protocol):
@@ -174,7 +176,7 @@ def dump_chunks(backend: KVBackend, chunk_bytes: int = 1 << 20) -> Iterator[byte
         yield bytes(buf)
 
 
-def _records(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes, bytes]]:
+def _records(chunks: Iterable[bytes], padded: bool = False) -> Iterator[tuple[str, bytes, bytes]]:
     buf = bytearray()
     crc = 0
     pos = 0
@@ -209,7 +211,9 @@ def _records(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes, bytes]]:
             if not need(4) or struct.unpack_from(">I", buf, pos)[0] != crc:
                 raise CorruptionError("snapshot: checksum mismatch or truncated trailer")
             pos += 4
-            if need(1):
+            if padded:
+                _check_padding(buf, pos, it)
+            elif need(1):
                 raise CorruptionError("snapshot: trailing bytes")
             return
         if tid >= len(TABLES) or not need(klen + vlen):
@@ -220,13 +224,40 @@ def _records(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes, bytes]]:
         yield TABLES[tid], body[:klen], body[klen:]
 
 
-def load_chunks(backend: KVBackend, chunks: Iterable[bytes]) -> None:
+def _check_padding(buf: bytearray, pos: int, rest: Iterator[bytes]) -> None:
+    """A backup file pads the image with zero bytes to a multiple of 512 (etcdctl checks its
+    size against bbolt's page size): anything after the trailer must be that padding."""
+    size = len(buf) - pos
+    if any(buf[pos:]):
+        raise CorruptionError("snapshot: trailing bytes after the image")
+    for chunk in rest:
+        size += len(chunk)
+        if any(chunk):
+            raise CorruptionError("snapshot: trailing bytes after the image")
+    if size >= _PAD_BYTES:
+        raise CorruptionError("snapshot: more padding than a backup file has")
+
+
+def image_records(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes, bytes]]:
+    """``(table, key, value)`` of every record of a backup file's image (which may end in the
+    zero padding ``raftkv snapshot save`` and ``etcdctl snapshot save`` keep), checked as
+    :func:`load_chunks` checks it. The sha256 that such a file ends with is not part of it."""
+    return _records(chunks, padded=True)
+
+
+def load_chunks(
+    backend: KVBackend, chunks: Iterable[bytes], *, padded: bool = False, applied: int | None = None
+) -> None:
     """Replace every table with the snapshot's records in one write transaction.
 
     A corrupt stream raises CorruptionError and the transaction aborts: nothing changes.
+    ``padded`` accepts a backup file's zero padding after the image; ``applied`` replaces the
+    image's applied index (a restored backup starts a new cluster, with a new Raft log).
     """
     with backend.write() as txn:
         for table in TABLES:
             txn.delete_range(table, b"", None)
-        for table, k, v in _records(chunks):
+        for table, k, v in _records(chunks, padded):
             txn.put(table, k, v)
+        if applied is not None:
+            txn.put(META, _K_APPLIED, _U64.pack(applied))

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from raftkv.errors import ConfigError
+from raftkv.server.compactor import AutoCompaction, parse_auto_compaction
 from raftkv.server.tls import TLSInfo
 
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024
@@ -96,6 +97,9 @@ class ServerConfig:
     """Testing only: linearizable reads served locally, without ReadIndex (unsafe)."""
     client_tls: TLSInfo = field(default_factory=TLSInfo)
     peer_tls: TLSInfo = field(default_factory=lambda: TLSInfo(prefix="peer-"))
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    """etcd's flags, as given: see :func:`raftkv.server.compactor.parse_auto_compaction`."""
 
     def __post_init__(self) -> None:
         if self.name not in self.initial_cluster:
@@ -127,6 +131,7 @@ class ServerConfig:
         if self.snapshot_count <= 0:
             raise ConfigError("--snapshot-count must be positive")
         self._check_tls()
+        self.auto_compaction  # noqa: B018 (parsed here so a bad value stops the start)
 
     def _check_tls(self) -> None:
         """etcd's checks (and messages) for https URLs without certificates; one scheme for
@@ -163,6 +168,10 @@ class ServerConfig:
     def peer_links_use_tls(self) -> bool:
         """Whether peers are dialled and served over TLS (all peer URLs are https://)."""
         return any(is_tls(u) for u in self.listen_peer_urls)
+
+    @property
+    def auto_compaction(self) -> AutoCompaction:
+        return parse_auto_compaction(self.auto_compaction_mode, self.auto_compaction_retention)
 
     @property
     def election_ticks(self) -> int:

@@ -26,6 +26,7 @@ from raftkv.kv.state_machine import KVStateMachine
 from raftkv.pb.peer import peer_pb2_grpc
 from raftkv.raft.storage import DurableLog
 from raftkv.server.api import Member
+from raftkv.server.compactor import Compactor
 from raftkv.server.config import ServerConfig, host_port, is_tls
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
@@ -46,11 +47,23 @@ class RunningNode:
     client_server: grpc.aio.Server
     raft_log: DurableLog
     backend: KVBackend
+    compactor: asyncio.Task[None] | None = None
+    peer_service: PeerService | None = None
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
+        if self.compactor is not None:
+            self.compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.compactor
         await self.client_server.stop(grace=0.5)
+        # With every peer gone (the last member of a cluster being shut down), a hand-over
+        # could only time out.
+        if transfer_leadership and not self.transport.peers_up():
+            transfer_leadership = False
         await self.driver.stop(transfer_leadership=transfer_leadership)
         await self.transport.close()
+        if self.peer_service is not None:
+            await self.peer_service.close()
         await self.peer_server.stop(grace=0.2)
 
 
@@ -100,7 +113,7 @@ def member_dir(config: ServerConfig) -> Path:
 
 def _peer_side(
     config: ServerConfig, driver: NodeDriver, snap_dir: Path
-) -> tuple[GrpcTransport, grpc.aio.Server]:
+) -> tuple[GrpcTransport, grpc.aio.Server, PeerService]:
     """The transport to the other members and the server that receives from them (over TLS
     when the peer URLs are https://; ServerConfig refuses a mix)."""
     ids = config.member_ids()
@@ -120,17 +133,15 @@ def _peer_side(
     )
     driver.attach_transport(transport)
     peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
-    peer_pb2_grpc.add_RaftServicer_to_server(
-        PeerService(
-            member_id=config.member_id,
-            cluster_id=config.cluster_id,
-            handler=driver,
-            snap_dir=snap_dir,
-        ),
-        peer_server,
+    peer_service = PeerService(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        handler=driver,
+        snap_dir=snap_dir,
     )
+    peer_pb2_grpc.add_RaftServicer_to_server(peer_service, peer_server)
     _listen(peer_server, config.listen_peer_urls, "listen-peer-urls", config.peer_tls)
-    return transport, peer_server
+    return transport, peer_server, peer_service
 
 
 async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBackend) -> RunningNode:
@@ -162,7 +173,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         received_snapshots=ReceivedSnapshots(snap_dir),
         rng=random.Random(),
     )
-    transport, peer_server = _peer_side(config, driver, snap_dir)
+    transport, peer_server, peer_service = _peer_side(config, driver, snap_dir)
     client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
     add_client_services(
         client_server,
@@ -184,7 +195,18 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         ",".join(config.listen_client_urls),
         ",".join(config.listen_peer_urls),
     )
-    return RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    running = RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    running.peer_service = peer_service
+    policy = config.auto_compaction
+    if policy.enabled:
+        compactor = Compactor(driver, policy, timeout_s=config.request_timeout_s)
+        running.compactor = asyncio.get_running_loop().create_task(
+            compactor.run(), name="raftkv-auto-compaction"
+        )
+        logger.info(
+            "auto compaction: %s, retention %s", policy.mode, config.auto_compaction_retention
+        )
+    return running
 
 
 async def run_node(
@@ -217,3 +239,4 @@ async def run_node(
         logger.info("member %x stopping", config.member_id)
     finally:
         await node.stop()
+        logger.info("member %x stopped", config.member_id)

@@ -90,3 +90,85 @@ def test_the_client_commands_refuse_a_certificate_without_its_key(tmp_path):
     result = CliRunner().invoke(main, ["get", "k", "--cert", str(tmp_path / "c.pem")])
     assert result.exit_code == 2
     assert "give cert and key together" in result.output
+
+
+CLUSTER = ["--initial-cluster", "n1=http://127.0.0.1:12380,n2=http://127.0.0.1:22380"]
+
+
+def _invoke(monkeypatch, args, env=None):
+    seen = {}
+    monkeypatch.setattr("raftkv_cli.node.run", lambda params: seen.update(params))
+    result = CliRunner().invoke(node_command, args, env=env or {})
+    return result, seen
+
+
+def test_etcd_variables_flags_win(monkeypatch):
+    env = {"ETCD_NAME": "n2", "ETCD_INITIAL_ADVERTISE_PEER_URLS": "http://127.0.0.1:22380"}
+    env["ETCD_AUTO_COMPACTION_RETENTION"] = "30m"
+    result, seen = _invoke(monkeypatch, CLUSTER, env)
+    assert result.exit_code == 0, result.output
+    config = build_config(seen)
+    assert config.name == "n2" and config.auto_compaction.retention == 1800
+    # A flag beats a variable; RAFTKV_* beats ETCD_*.
+    env["RAFTKV_AUTO_COMPACTION_RETENTION"] = "2"
+    result, seen = _invoke(monkeypatch, [*CLUSTER, "--name", "n2"], {**env, "ETCD_NAME": "n1"})
+    assert result.exit_code == 0, result.output
+    assert build_config(seen).name == "n2" and build_config(seen).auto_compaction.retention == 7200
+
+
+def test_flags_raftkv_cannot_honour_are_refused(monkeypatch):
+    for args, words in (
+        (["--enable-v2"], "--enable-v2=true: raftkv cannot honour"),
+        (["--wal-dir", "/tmp/w"], "--wal-dir=/tmp/w: raftkv cannot honour"),
+        (["--max-txn-ops", "500"], "--max-txn-ops=500"),
+        (["--logger", "syslog"], "--logger=syslog"),
+        (["--no-such-flag"], "No such option"),
+    ):
+        result, seen = _invoke(monkeypatch, [*CLUSTER, *args])
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+        assert not seen
+    # etcd's defaults ask for nothing raftkv lacks: accepted.
+    ok = ["--enable-v2=false", "--max-txn-ops", "128", "--logger", "capnslog", "--proxy", "off"]
+    result, seen = _invoke(monkeypatch, [*CLUSTER, "--name", "n1", *ok])
+    assert result.exit_code == 0, result.output
+
+
+def test_etcd_yaml_config_file(monkeypatch, tmp_path):
+    config_file = tmp_path / "etcd.yml"
+    config_file.write_text(
+        "name: n2\n"
+        "data-dir: /var/lib/n2\n"
+        "initial-cluster: n1=http://127.0.0.1:12380,n2=http://127.0.0.1:22380\n"
+        "initial-advertise-peer-urls: http://127.0.0.1:22380\n"
+        "heartbeat-interval: 50\n"
+        "enable-v2: false\n"
+        "wal-dir:\n"
+        "log-outputs: [stderr, stdout]\n"
+        "auto-compaction-mode: revision\n"
+        "auto-compaction-retention: '1000'\n"
+        "client-transport-security:\n  cert-file:\n  client-cert-auth: false\n"
+    )
+    result, seen = _invoke(monkeypatch, ["--config-file", str(config_file)])
+    assert result.exit_code == 0, result.output
+    config = build_config(seen)
+    assert (config.name, str(config.data_dir), config.heartbeat_interval_ms) == (
+        "n2",
+        "/var/lib/n2",
+        50,
+    )
+    assert config.auto_compaction.mode == "revision" and seen["log_outputs"] == "stderr,stdout"
+    assert config.client_tls.empty  # the empty TLS map asks for nothing
+    # etcd would ignore flags and variables beside a config file: refused, never dropped.
+    result, _ = _invoke(monkeypatch, ["--config-file", str(config_file), "--name", "n1"])
+    assert result.exit_code == 2 and "--config-file is given, and so is --name" in result.output
+    result, _ = _invoke(monkeypatch, ["--config-file", str(config_file)], {"ETCD_DEBUG": "true"})
+    assert result.exit_code == 2 and "ETCD_DEBUG" in result.output
+    for extra, words in (
+        ("enable-v2: true\n", "--enable-v2=true"),
+        ("experimental-corrupt-check-time: 5m\n", "does not know the setting"),
+        ("peer-transport-security:\n  no-such-setting: 1\n", "does not know the TLS setting"),
+    ):
+        bad = tmp_path / "bad.yml"
+        bad.write_text(config_file.read_text() + extra)
+        result, seen = _invoke(monkeypatch, ["--config-file", str(bad)])
+        assert result.exit_code == 2 and words in result.output, (extra, result.output)

@@ -103,6 +103,18 @@ def servers() -> Iterator[Servers]:
         s.close()
 
 
+def test_empty_key_with_prefix_or_from_key_means_every_key(servers: Servers) -> None:
+    # As etcdctl's `get "" --prefix`: clientv3 sends key "\0", which the server accepts.
+    with Client(servers.endpoints, timeout_s=3) as c:
+        for k in ("a", "b/1", "\x01"):
+            c.put(k, "v")
+        assert [kv.key for kv in c.get("", prefix=True).kvs] == [b"\x01", b"a", b"b/1"]
+        assert c.get("", from_key=True).count == 3
+        assert c.get("\0", prefix=True).count == 0  # a real "\0" prefix still means itself
+        assert c.delete("", prefix=True).deleted == 3
+        assert c.get("", prefix=True).count == 0
+
+
 def test_kv_api(servers: Servers) -> None:
     with Client(servers.endpoints, timeout_s=3) as c:
         r = c.put("a/1", "x")

@@ -304,6 +304,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
+def plan_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., LocalCluster]]:
+    """A factory of clusters laid out (names, ports, data directories) but not started: the
+    test prepares their data directories (a restored backup), then calls ``start()`` and
+    ``wait_leader()``."""
+    made: list[LocalCluster] = []
+
+    def plan(**kw: Any) -> LocalCluster:
+        c = LocalCluster(tmp_path_factory.mktemp("cluster"), **kw)
+        made.append(c)
+        return c
+
+    try:
+        yield plan
+    finally:
+        for c in made:
+            c.close()
+
+
+@pytest.fixture
 def make_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., LocalCluster]]:

@@ -235,3 +235,23 @@ def test_cluster_status_without_a_cluster() -> None:
     )
     assert r.returncode == 1
     assert f"no member answered at 127.0.0.1:{base}" in r.stderr
+
+
+def test_ctrl_c_on_the_process_group_stops_quietly(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group: no traceback, the
+    leader hands over exactly once, and every member says it stopped."""
+    up = ClusterUp(tmp_path / "cluster", _free_port_range(6))
+    try:
+        up.wait_for(r"cluster ready")
+        os.killpg(up.proc.pid, signal.SIGINT)  # ClusterUp starts it as its own group leader
+        assert up.finish() == 0, up.output
+    finally:
+        up.close()
+    out = up.output
+    stop = out[out.index("stopping infra") :]
+    assert "Traceback" not in out and "ERROR" not in stop, out
+    assert len(re.findall(r"handing leadership to", stop)) == 1, stop
+    assert "leadership transfer before stop failed" not in stop, stop
+    for name in ("infra1", "infra2", "infra3"):
+        assert re.search(rf"^{name} +\| .*member [0-9a-f]+ stopped$", stop, re.M), stop
+    assert "all members stopped (infra1 exit code 0, infra2 exit code 0, infra3 exit code 0)" in out

@@ -257,6 +257,11 @@ class GrpcTransport:
         finally:
             self._close_done.set()
 
+    def peers_up(self) -> list[int]:
+        """Peers whose link has not broken since it last carried an acknowledged batch (a
+        member that stops asks, so as not to hand leadership to a peer that is gone)."""
+        return [p.id for p in self._peers.values() if p.failures == 0]
+
     def forward(self, to: int, forward_id: int, command: bytes) -> bool:
         """Queue ``command`` for member ``to``, to ride the next batch; never blocks.
 

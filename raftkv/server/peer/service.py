@@ -12,6 +12,7 @@ entries the leader replicates to it. Acks are cumulative: the first batch of a s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,8 +51,36 @@ class PeerService(peer_pb2_grpc.RaftServicer):
         # Counters, for tests and status pages.
         self.batches_received = 0
         self.messages_received = 0
+        self._streams: set[asyncio.Task[object]] = set()
+        self._closing = False
+
+    async def close(self) -> None:
+        """End every inbound stream normally, before the server stops: a stream the server
+        cancels instead is reported by gRPC as an unhandled error, traceback and all."""
+        self._closing = True
+        for task in tuple(self._streams):
+            task.cancel()
+        await asyncio.sleep(0)  # let the handlers return
 
     async def Stream(  # noqa: N802 (the generated servicer's name)
+        self,
+        request_iterator: AsyncIterator[peer_pb2.MessageBatch],
+        context: aio.ServicerContext[peer_pb2.MessageBatch, peer_pb2.StreamAck],
+    ) -> AsyncIterator[peer_pb2.StreamAck]:
+        task = asyncio.current_task()
+        if task is None or self._closing:
+            return
+        self._streams.add(task)
+        try:
+            async for ack in self._stream(request_iterator, context):
+                yield ack
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        finally:
+            self._streams.discard(task)
+
+    async def _stream(
         self,
         request_iterator: AsyncIterator[peer_pb2.MessageBatch],
         context: aio.ServicerContext[peer_pb2.MessageBatch, peer_pb2.StreamAck],
