@@ -29,10 +29,12 @@ from raftkv.server.api import Member
 from raftkv.server.config import ServerConfig, host_port
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
+from raftkv.server.http import HttpServer
 from raftkv.server.peer.options import PEER_SERVER_OPTIONS
 from raftkv.server.peer.sender import GrpcTransport
 from raftkv.server.peer.service import PeerService
 from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots
+from raftkv.server.rpc_stats import RpcStats
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,11 @@ class RunningNode:
     client_server: grpc.aio.Server
     raft_log: DurableLog
     backend: KVBackend
+    http: HttpServer | None = None
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
+        if self.http is not None:
+            await self.http.stop()
         await self.client_server.stop(grace=0.5)
         await self.driver.stop(transfer_leadership=transfer_leadership)
         await self.transport.close()
@@ -70,6 +75,26 @@ def _listen(server: grpc.aio.Server, url: str, flag: str) -> None:
         raise OSError(
             f"--{flag}: cannot listen on {address} ({exc}); is another process using the port?"
         ) from None
+
+
+def _loopback(url: str) -> str:
+    """The address the HTTP gateway dials to reach this member's gRPC server."""
+    address = host_port(url)
+    host, _, port = address.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    return f"{host}:{port}"
+
+
+def _http_server(config: ServerConfig, driver: NodeDriver) -> HttpServer | None:
+    if not (config.listen_client_http_urls or config.listen_metrics_urls):
+        return None
+    return HttpServer(
+        driver,
+        grpc_target=_loopback(config.listen_client_urls[0]),
+        quota_bytes=config.quota_backend_bytes,
+        max_request_bytes=config.max_request_bytes,
+        rpc_stats=RpcStats(),
+    )
 
 
 def member_dir(config: ServerConfig) -> Path:
@@ -131,6 +156,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
     for url in config.listen_peer_urls:
         _listen(peer_server, url, "listen-peer-urls")
 
+    http = _http_server(config, driver)
     client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
     add_client_services(
         client_server,
@@ -138,6 +164,8 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         max_request_bytes=config.max_request_bytes,
         request_timeout_s=config.request_timeout_s,
         watch_progress_notify_interval_s=config.watch_progress_notify_interval_ms / 1000,
+        # Calls are counted only for /metrics: without HTTP the gRPC path stays as it was.
+        rpc_stats=http.rpc_stats if http is not None else None,
     )
     for url in config.listen_client_urls:
         _listen(client_server, url, "listen-client-urls")
@@ -146,6 +174,15 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
     await transport.start()
     await driver.start()
     await client_server.start()
+    if http is not None:
+        await http.start(config.listen_client_http_urls, config.listen_metrics_urls)
+        logger.info(
+            "member %x serving HTTP (JSON gateway, /health, /version, /metrics) on %s; "
+            "/metrics, /health and /version on %s",
+            config.member_id,
+            ",".join(config.listen_client_http_urls) or "-",
+            ",".join(config.listen_metrics_urls) or "-",
+        )
     logger.info(
         "member %x (%s) serving clients on %s, peers on %s",
         config.member_id,
@@ -153,7 +190,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         ",".join(config.listen_client_urls),
         ",".join(config.listen_peer_urls),
     )
-    return RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    return RunningNode(driver, transport, peer_server, client_server, raft_log, backend, http)
 
 
 async def run_node(
