@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -51,6 +52,23 @@ _COLOURS = ("36", "33", "35", "32", "34", "31")  # cyan, yellow, magenta, green,
 _LINE_LIMIT = 1 << 20
 
 
+# -- HTTP beside gRPC (issue 20): each member also serves etcd's JSON gateway, /health and
+# /metrics on a port of its own (docs/http.md). Kept apart from the rest of this module.
+
+
+def http_ports(members: Sequence[MemberSpec], base_port: int | None) -> list[MemberSpec]:
+    """``members`` with HTTP ports: client port + 2 in the Procfile layout (2381, 22381, ...;
+    2381 is where etcd deployments commonly put metrics), else after every gRPC and peer port
+    (member i: base + 2n + i)."""
+    n = len(members)
+    return [
+        dataclasses.replace(
+            m, http_port=m.client_port + 2 if base_port is None else base_port + 2 * n + i
+        )
+        for i, m in enumerate(members)
+    ]
+
+
 class ClusterError(click.ClickException):
     """A clear, expected failure: printed as ``Error: ...`` with exit code 1."""
 
@@ -73,10 +91,10 @@ def plan_members(nodes: int, base_port: int | None) -> list[MemberSpec]:
             MemberSpec(f"infra{i + 1}", PROCFILE_CLIENT_PORT + off, PROCFILE_CLIENT_PORT + off + 1)
             for i, off in enumerate(PROCFILE_OFFSETS[:nodes])
         ]
-    if base_port < 1 or base_port + 2 * nodes - 1 > 65535:
+    if base_port < 1 or base_port + 3 * nodes - 1 > 65535:
         raise ClusterError(
             f"--base-port {base_port} with {nodes} members needs ports "
-            f"{base_port}..{base_port + 2 * nodes - 1}, outside 1..65535"
+            f"{base_port}..{base_port + 3 * nodes - 1}, outside 1..65535"
         )
     return [
         MemberSpec(f"infra{i + 1}", base_port + 2 * i, base_port + 2 * i + 1) for i in range(nodes)
@@ -93,6 +111,7 @@ def _layout_json(members: Sequence[MemberSpec], token: str) -> str:
                     "host": m.host,
                     "client_port": m.client_port,
                     "peer_port": m.peer_port,
+                    "http_port": m.http_port,
                 }
                 for m in members
             ],
@@ -106,7 +125,13 @@ def load_layout(data_dir: Path) -> tuple[list[MemberSpec], str] | None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         members = [
-            MemberSpec(str(m["name"]), int(m["client_port"]), int(m["peer_port"]), str(m["host"]))
+            MemberSpec(
+                str(m["name"]),
+                int(m["client_port"]),
+                int(m["peer_port"]),
+                str(m["host"]),
+                int(m.get("http_port", 0)),  # 0: a layout stored before members served HTTP
+            )
             for m in raw["members"]
         ]
         token = str(raw["token"])
@@ -131,7 +156,8 @@ def resolve_layout(
     """
     stored = load_layout(data_dir)
     if stored is None:
-        return plan_members(3 if nodes is None else nodes, base_port), CLUSTER_TOKEN, False
+        planned = plan_members(3 if nodes is None else nodes, base_port)
+        return http_ports(planned, base_port), CLUSTER_TOKEN, False
     members, token = stored
     wanted = plan_members(len(members) if nodes is None else nodes, base_port)
     if nodes is not None and nodes != len(members):
@@ -154,7 +180,9 @@ def check_ports_free(members: Sequence[MemberSpec]) -> None:
     """Fail with a clear message if any port is taken (rather than a node dying on bind)."""
     busy: list[str] = []
     for m in members:
-        for kind, port in (("client", m.client_port), ("peer", m.peer_port)):
+        for kind, port in (("client", m.client_port), ("peer", m.peer_port), ("http", m.http_port)):
+            if not port:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 # gRPC binds with SO_REUSEADDR too, so a port in TIME_WAIT is not busy.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -350,8 +378,9 @@ class Supervisor:
             f"({leader:x}), term {term}",
         ]
         for m in self.members:
+            http = f"  http {m.http_url}" if m.http_port else ""
             lines.append(
-                f"  {m.name:<{width}}  client {m.client_url}  peer {m.peer_url}  "
+                f"  {m.name:<{width}}  client {m.client_url}  peer {m.peer_url}{http}  "
                 f"data {self.data_dir / m.name}"
             )
         endpoints = ",".join(m.endpoint for m in self.members)
@@ -361,8 +390,14 @@ class Supervisor:
             f"  etcdctl --endpoints={endpoints} put foo bar",
             f"  etcdctl --endpoints={endpoints} get foo",
             f"  raftkv cluster status --endpoints={endpoints}",
-            "Press Ctrl-C to stop the cluster.",
         ]
+        if self.members[0].http_port:  # HTTP clients (docs/http.md)
+            first = self.members[0].http_url
+            lines += [
+                f'  curl -s {first}/v3/kv/range -d \'{{"key":"Zm9v"}}\'',
+                f"  curl -s {first}/health; curl -s {first}/metrics",
+            ]
+        lines += ["Press Ctrl-C to stop the cluster."]
         for text in lines:
             self.out.say(text)
 
@@ -645,8 +680,9 @@ def cluster_group() -> None:
     "--base-port",
     type=int,
     default=None,
-    help="Lay ports out contiguously from this port (member i: client base+2i, peer base+2i+1) "
-    "instead of etcd's Procfile layout (2379/2380, 22379/22380, 32379/32380, ...).",
+    help="Lay ports out contiguously from this port (member i of n: client base+2i, peer "
+    "base+2i+1, HTTP base+2n+i) instead of etcd's Procfile layout (2379/2380/2381, "
+    "22379/22380/22381, 32379/32380/32381, ...).",
 )
 @click.option("--heartbeat-interval", type=int, default=None, help="Passed to every member (ms).")
 @click.option("--election-timeout", type=int, default=None, help="Passed to every member (ms).")

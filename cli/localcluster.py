@@ -72,6 +72,8 @@ class MemberSpec:
     client_port: int
     peer_port: int
     host: str = HOST
+    http_port: int = 0
+    """HTTP (JSON gateway, /health, /metrics; docs/http.md), 0 for none: raftkv members only."""
 
     @property
     def endpoint(self) -> str:
@@ -84,6 +86,10 @@ class MemberSpec:
     @property
     def peer_url(self) -> str:
         return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}" if self.http_port else ""
 
 
 # -- ports ----------------------------------------------------------------------------------------
@@ -165,6 +171,7 @@ def member_argv(
         "--initial-cluster-token", token,
         # Also right on a restart: the member's log already holds the cluster's history.
         "--initial-cluster-state", "new",
+        *(["--listen-client-http-urls", member.http_url] if member.http_port else []),
         *extra,
     ]  # fmt: skip
 

@@ -48,6 +48,17 @@ NODE_OPTIONS = [
     _opt("data-dir", None, "Path to the data directory (default: ${name}.etcd)."),
     _opt("listen-client-urls", "http://localhost:2379", "URLs to serve clients on."),
     _opt("advertise-client-urls", "http://localhost:2379", "Client URLs to tell the cluster."),
+    _opt(
+        "listen-client-http-urls",
+        "",
+        "URLs to serve HTTP clients on: etcd's JSON gateway (/v3/...), /health, /livez, "
+        "/readyz, /version and /metrics (gRPC stays on --listen-client-urls). Empty: none.",
+    ),
+    _opt(
+        "listen-metrics-urls",
+        "",
+        "URLs to serve /metrics, /health, /livez, /readyz and /version on. Empty: none.",
+    ),
     _opt("listen-peer-urls", "http://localhost:2380", "URLs to serve peers on."),
     _opt("initial-advertise-peer-urls", "http://localhost:2380", "This member's peer URLs."),
     _opt("initial-cluster", "default=http://localhost:2380", "name=peer-url,... of all members."),
@@ -149,6 +160,11 @@ def tls_info(params: dict[str, object], prefix: str) -> TLSInfo:
     )
 
 
+def _optional_urls(params: dict[str, object], flag: str) -> tuple[str, ...]:
+    value = str(params[flag.replace("-", "_")] or "")
+    return parse_urls(value, flag) if value.strip() else ()
+
+
 def build_config(params: dict[str, object]) -> ServerConfig:
     name = str(params["name"])
     data_dir = params["data_dir"] or f"{name}.etcd"
@@ -160,6 +176,8 @@ def build_config(params: dict[str, object]) -> ServerConfig:
             str(params["advertise_client_urls"]), "advertise-client-urls"
         ),
         listen_peer_urls=parse_urls(str(params["listen_peer_urls"]), "listen-peer-urls"),
+        listen_client_http_urls=_optional_urls(params, "listen-client-http-urls"),
+        listen_metrics_urls=_optional_urls(params, "listen-metrics-urls"),
         initial_advertise_peer_urls=parse_urls(
             str(params["initial_advertise_peer_urls"]), "initial-advertise-peer-urls"
         ),

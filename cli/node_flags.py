@@ -46,7 +46,6 @@ DEFAULT_ONLY: dict[str, str] = {
     "auto-tls": "false",
     "peer-auto-tls": "false",
     "metrics": "basic",
-    "listen-metrics-urls": "",
     "pre-vote": "false",
     "initial-election-tick-advance": "true",
 }

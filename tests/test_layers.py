@@ -140,6 +140,23 @@ RULES = {
             "raftkv.driver.actions",
         ),
     ),
+    # HTTP beside gRPC reaches its member through the NodeApi protocol and the gRPC server (its
+    # gateway is a gRPC client of the member, as etcd's is): never the driver, the peer
+    # transport, the Raft core or storage.
+    "http": Rule(
+        folder="raftkv/server/http",
+        forbidden=("lmdb", "raftkv_storage", "raftkv_cli"),
+        allowed_raftkv=(
+            "raftkv.server.http",
+            "raftkv.server.api",
+            "raftkv.server.status",
+            "raftkv.server.rpc_stats",
+            "raftkv.server.driver_metrics",
+            "raftkv.server.maintenance_service",
+            "raftkv.pb",
+            "raftkv.errors",
+        ),
+    ),
     # The client library never imports server code.
     "client": Rule(folder="raftkv/client", forbidden=("raftkv.server",), required=False),
     # jepsen/ is a black box: processes, sockets and the client API only.

@@ -93,6 +93,10 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
     watch_progress_notify_interval_ms: int = 600_000
+    listen_client_http_urls: tuple[str, ...] = ()
+    """etcd 3.5's flag: HTTP clients (the JSON gateway, /health, /metrics); empty: none."""
+    listen_metrics_urls: tuple[str, ...] = ()
+    """etcd's flag: /metrics, /health, /livez, /readyz and /version only; empty: none."""
     unsafe_local_reads: bool = False
     """Testing only: linearizable reads served locally, without ReadIndex (unsafe)."""
     client_tls: TLSInfo = field(default_factory=TLSInfo)

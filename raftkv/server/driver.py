@@ -56,6 +56,7 @@ from raftkv.raft.rawnode import RawNode
 from raftkv.raft.storage import DurableLog
 from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
 from raftkv.server.api import Member, NodeStatus
+from raftkv.server.driver_metrics import DriverMetrics, Histogram
 from raftkv.server.errors import (
     BadLeaderTransfereeError,
     LeaderChangedError,
@@ -156,6 +157,8 @@ class NodeDriver:
         self._apply_listeners: list[Callable[[], None]] = []
         self.failed = asyncio.Event()
         """Set when an internal loop or a disk job died; the member must stop."""
+        self.metrics = DriverMetrics()
+        """Numbers for /metrics, updated per batch or event (raftkv.server.driver_metrics)."""
 
     # -- wiring and lifecycle ------------------------------------------------------------------
 
@@ -251,7 +254,8 @@ class NodeDriver:
                     taken.add_done_callback(self._on_snapshot_taken)
                 case RecordAttributes(data):
                     self._attributes.record(data)
-                case LeaderChanged():
+                case LeaderChanged(leader=leader):
+                    self.metrics.saw_leader(leader)
                     self._leader_changed.set()
                 case AppliedTo():
                     for listener in tuple(self._apply_listeners):
@@ -263,10 +267,16 @@ class NodeDriver:
         if action.worker is Worker.DISK:
             done = threading.Event()
             self._last_disk_apply = done
-            future = self._disk.submit(_apply_then_set, self._sm, action.entries, done)
+            future = self._disk.submit(
+                _apply_then_set, self._sm, action.entries, done, self.metrics.backend_commit
+            )
         else:
             future = self._apply_thread.submit(
-                _wait_then_apply, self._sm, action.entries, self._last_disk_apply
+                _wait_then_apply,
+                self._sm,
+                action.entries,
+                self._last_disk_apply,
+                self.metrics.backend_commit,
             )
         # Batches finish, and these callbacks run, in the order given.
         future.add_done_callback(functools.partial(self._on_applied, action))
@@ -300,7 +310,9 @@ class NodeDriver:
                 meta = snapshot.meta
                 logger.warning("no image received for snapshot %d/%d", meta.index, meta.term)
             snapshot = Snapshot(snapshot.meta, b"")
+        started = time.perf_counter()
         self._log.save(action.hard_state, action.entries, snapshot, sync=True)
+        self.metrics.wal_fsync.observe(time.perf_counter() - started)
         return restored
 
     def _on_persisted(self, future: asyncio.Future[int]) -> None:
@@ -337,6 +349,7 @@ class NodeDriver:
         self._wake.set()
 
     def report_unreachable(self, member_id: int) -> None:
+        self.metrics.peer_unreachable(member_id)
         self._core.node.report_unreachable(member_id)
 
     def report_snapshot(self, member_id: int, ok: bool) -> None:
@@ -416,9 +429,19 @@ class NodeDriver:
 
     async def propose(self, request: Request, *, timeout_s: float) -> Response:
         command = encode_command(Command(next(self._request_ids), request))
-        result = await self._wait(functools.partial(self._core.propose, command=command), timeout_s)
-        if result is None:  # the entry at its index was not this command
-            raise LeaderChangedError()
+        metrics = self.metrics
+        metrics.proposals_pending += 1
+        try:
+            result = await self._wait(
+                functools.partial(self._core.propose, command=command), timeout_s
+            )
+            if result is None:  # the entry at its index was not this command
+                raise LeaderChangedError()
+        except BaseException:
+            metrics.proposals_failed += 1
+            raise
+        finally:
+            metrics.proposals_pending -= 1
         if isinstance(result, KVError):
             raise result
         return result
@@ -532,20 +555,34 @@ def bootstrap_log(raft_log: DurableLog, voters: Sequence[int]) -> None:
 
 
 def _apply_then_set(
-    sm: KVStateMachine, entries: Sequence[Entry], done: threading.Event
+    sm: KVStateMachine, entries: Sequence[Entry], done: threading.Event, timer: Histogram
 ) -> list[ApplyResult]:
     try:
-        return sm.apply(entries)
+        return _timed_apply(sm, entries, timer)
     finally:
         done.set()
 
 
 def _wait_then_apply(
-    sm: KVStateMachine, entries: Sequence[Entry], after: threading.Event | None
+    sm: KVStateMachine,
+    entries: Sequence[Entry],
+    after: threading.Event | None,
+    timer: Histogram,
 ) -> list[ApplyResult]:
     if after is not None:
         after.wait()  # the disk thread's last batch, which comes before this one
-    return sm.apply(entries)
+    return _timed_apply(sm, entries, timer)
+
+
+def _timed_apply(
+    sm: KVStateMachine, entries: Sequence[Entry], timer: Histogram
+) -> list[ApplyResult]:
+    # A batch is one LMDB write transaction: its time, commit included, is what the metric
+    # etcd_disk_backend_commit_duration_seconds stands for here.
+    started = time.perf_counter()
+    results = sm.apply(entries)
+    timer.observe(time.perf_counter() - started)
+    return results
 
 
 def _file_size(path: Path) -> int:

@@ -15,7 +15,8 @@ https://github.com/etcd-io/etcd/blob/main/server/embed/config.go, ``grpcOverhead
 * SO_REUSEPORT is off, so a second member on the same port fails loudly instead of sharing it.
 
 Every method is registered through ``raftkv.server.decoding.guard``, so a request that cannot be
-decoded gets etcd's INTERNAL status instead of gRPC Python's UNKNOWN.
+decoded gets etcd's INTERNAL status instead of gRPC Python's UNKNOWN. Given an ``RpcStats``,
+every method is also counted (``raftkv.server.rpc_stats``) for etcd's grpc_server_* metrics.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from raftkv.server.kv_service import (
     KVService,
 )
 from raftkv.server.maintenance_service import MaintenanceService
+from raftkv.server.rpc_stats import RpcStats, counted
 from raftkv.server.watch_service import add_watch_service
 
 __all__ = ["GRPC_OVERHEAD_BYTES", "add_client_services", "client_server_options"]
@@ -70,8 +72,9 @@ class _GuardingRegistrar:
     """Stands in for the server in a generated ``add_*Servicer_to_server`` function, which hands
     its method table to both calls below: the table is registered once, every handler guarded."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, stats: RpcStats | None) -> None:
         self._server = server
+        self._stats = stats
         self.services: list[str] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
@@ -81,14 +84,22 @@ class _GuardingRegistrar:
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         guarded = {name: guard(h) for name, h in handlers.items()}
+        if self._stats is not None:
+            stats = self._stats
+            guarded = {name: counted(h, stats, service, name) for name, h in guarded.items()}
         generic = grpc.method_handlers_generic_handler(service, guarded)
         self._server.add_generic_rpc_handlers((generic,))
         self._server.add_registered_method_handlers(service, guarded)
         self.services.append(service)
 
 
-def _add_guarded(server: grpc.aio.Server, add: Callable[[_T, Any], None], servicer: _T) -> None:
-    registrar = _GuardingRegistrar(server)
+def _add_guarded(
+    server: grpc.aio.Server,
+    add: Callable[[_T, Any], None],
+    servicer: _T,
+    stats: RpcStats | None = None,
+) -> None:
+    registrar = _GuardingRegistrar(server, stats)
     add(servicer, registrar)
     if not registrar.services:  # a generator that no longer passes its table: fail loudly
         raise RuntimeError(f"{add.__name__} registered no method table")
@@ -102,26 +113,37 @@ def add_client_services(
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     health_poll_interval_s: float = 0.2,
     watch_progress_notify_interval_s: float = 600.0,
+    rpc_stats: RpcStats | None = None,
 ) -> None:
-    """Register etcd's KV, Maintenance, Cluster and Watch services and gRPC health for ``node``."""
+    """Register etcd's KV, Maintenance, Cluster and Watch services and gRPC health for ``node``;
+    with ``rpc_stats``, every call of every method is counted there."""
     _add_guarded(
         server,
         rpc_pb2_grpc.add_KVServicer_to_server,
         KVService(node, max_request_bytes=max_request_bytes, request_timeout_s=request_timeout_s),
+        rpc_stats,
     )
     _add_guarded(
         server,
         rpc_pb2_grpc.add_MaintenanceServicer_to_server,
         MaintenanceService(node, request_timeout_s=request_timeout_s),
+        rpc_stats,
     )
     _add_guarded(
         server,
         rpc_pb2_grpc.add_ClusterServicer_to_server,
         ClusterService(node, request_timeout_s=request_timeout_s),
+        rpc_stats,
     )
     _add_guarded(
         server,
         health_pb2_grpc.add_HealthServicer_to_server,
         HealthService(node, watch_poll_interval_s=health_poll_interval_s),
+        rpc_stats,
     )
-    add_watch_service(server, node, progress_notify_interval_s=watch_progress_notify_interval_s)
+    add_watch_service(
+        server,
+        node,
+        rpc_stats=rpc_stats,
+        progress_notify_interval_s=watch_progress_notify_interval_s,
+    )

@@ -30,10 +30,12 @@ from raftkv.server.compactor import Compactor
 from raftkv.server.config import ServerConfig, host_port, is_tls
 from raftkv.server.driver import DriverConfig, NodeDriver, bootstrap_log
 from raftkv.server.grpc_server import add_client_services, client_server_options
+from raftkv.server.http import HttpServer
 from raftkv.server.peer.options import PEER_SERVER_OPTIONS
 from raftkv.server.peer.sender import GrpcTransport
 from raftkv.server.peer.service import PeerService
 from raftkv.server.peer.snapshot_receiver import ReceivedSnapshots
+from raftkv.server.rpc_stats import RpcStats
 from raftkv.server.tls import ChannelCredentialsSource, TLSInfo, server_credentials
 
 logger = logging.getLogger(__name__)
@@ -49,8 +51,11 @@ class RunningNode:
     backend: KVBackend
     compactor: asyncio.Task[None] | None = None
     peer_service: PeerService | None = None
+    http: HttpServer | None = None
 
     async def stop(self, *, transfer_leadership: bool = True) -> None:
+        if self.http is not None:
+            await self.http.stop()
         if self.compactor is not None:
             self.compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,6 +110,26 @@ def _listen_one(
         raise OSError(
             f"--{flag}: cannot listen on {address} ({exc}); is another process using the port?"
         ) from None
+
+
+def _loopback(url: str) -> str:
+    """The address the HTTP gateway dials to reach this member's gRPC server."""
+    address = host_port(url)
+    host, _, port = address.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    return f"{host}:{port}"
+
+
+def _http_server(config: ServerConfig, driver: NodeDriver) -> HttpServer | None:
+    if not (config.listen_client_http_urls or config.listen_metrics_urls):
+        return None
+    return HttpServer(
+        driver,
+        grpc_target=_loopback(config.listen_client_urls[0]),
+        quota_bytes=config.quota_backend_bytes,
+        max_request_bytes=config.max_request_bytes,
+        rpc_stats=RpcStats(),
+    )
 
 
 def member_dir(config: ServerConfig) -> Path:
@@ -174,6 +199,8 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         rng=random.Random(),
     )
     transport, peer_server, peer_service = _peer_side(config, driver, snap_dir)
+
+    http = _http_server(config, driver)
     client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
     add_client_services(
         client_server,
@@ -181,6 +208,8 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         max_request_bytes=config.max_request_bytes,
         request_timeout_s=config.request_timeout_s,
         watch_progress_notify_interval_s=config.watch_progress_notify_interval_ms / 1000,
+        # Calls are counted only for /metrics: without HTTP the gRPC path stays as it was.
+        rpc_stats=http.rpc_stats if http is not None else None,
     )
     _listen(client_server, config.listen_client_urls, "listen-client-urls", config.client_tls)
 
@@ -188,6 +217,15 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
     await transport.start()
     await driver.start()
     await client_server.start()
+    if http is not None:
+        await http.start(config.listen_client_http_urls, config.listen_metrics_urls)
+        logger.info(
+            "member %x serving HTTP (JSON gateway, /health, /version, /metrics) on %s; "
+            "/metrics, /health and /version on %s",
+            config.member_id,
+            ",".join(config.listen_client_http_urls) or "-",
+            ",".join(config.listen_metrics_urls) or "-",
+        )
     logger.info(
         "member %x (%s) serving clients on %s, peers on %s",
         config.member_id,
@@ -195,7 +233,9 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         ",".join(config.listen_client_urls),
         ",".join(config.listen_peer_urls),
     )
-    running = RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+    running = RunningNode(
+        driver, transport, peer_server, client_server, raft_log, backend, http=http
+    )
     running.peer_service = peer_service
     policy = config.auto_compaction
     if policy.enabled:

@@ -42,6 +42,7 @@ from raftkv.pb.mvccpb import kv_pb2
 from raftkv.server import convert
 from raftkv.server.api import NodeApi
 from raftkv.server.decoding import RefusedRequest, guard
+from raftkv.server.rpc_stats import RpcStats, counted
 from raftkv.server.status import Context
 
 __all__ = [
@@ -642,15 +643,21 @@ def _serialize(msg: bytes | rpc_pb2.WatchResponse) -> bytes:
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
-def add_watch_service(server: grpc.aio.Server, node: NodeApi, **options: Any) -> WatchService:
+def add_watch_service(
+    server: grpc.aio.Server, node: NodeApi, *, rpc_stats: RpcStats | None = None, **options: Any
+) -> WatchService:
     """Register etcd's Watch service for ``node``; responses go out pre-serialized, requests
-    are decoded as etcd decodes them (``raftkv.server.decoding``)."""
+    are decoded as etcd decodes them (``raftkv.server.decoding``), calls are counted in
+    ``rpc_stats`` if given."""
     service = WatchService(node, **options)
     watch = grpc.stream_stream_rpc_method_handler(
         service.Watch,
         request_deserializer=rpc_pb2.WatchRequest.FromString,
         response_serializer=_serialize,
     )
-    handler = grpc.method_handlers_generic_handler("etcdserverpb.Watch", {"Watch": guard(watch)})
+    watch = guard(watch)
+    if rpc_stats is not None:
+        watch = counted(watch, rpc_stats, "etcdserverpb.Watch", "Watch")
+    handler = grpc.method_handlers_generic_handler("etcdserverpb.Watch", {"Watch": watch})
     server.add_generic_rpc_handlers((handler,))
     return service

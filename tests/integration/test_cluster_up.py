@@ -6,6 +6,7 @@ user keeps on 2379 is never touched.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,7 +139,7 @@ def etcdctl(endpoints: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cluster_up_serves_etcdctl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    base = _free_port_range(6)
+    base = _free_port_range(9)  # 3 members: client and peer ports, then 3 HTTP ports
     data = tmp_path / "cluster"
     endpoints = f"127.0.0.1:{base},127.0.0.1:{base + 2},127.0.0.1:{base + 4}"
 
@@ -160,6 +162,14 @@ def test_cluster_up_serves_etcdctl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             check=True,
         ).stdout
         assert re.search(r"^leader: infra\d \([0-9a-f]+\), raft term \d+$", status, re.M), status
+        # Each member serves HTTP too, after all the gRPC and peer ports.
+        assert f"http http://127.0.0.1:{base + 6}" in up.output
+        for port in (base + 6, base + 7, base + 8):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+                assert resp.read() == b'{"health":"true","reason":""}'
+        req = urllib.request.Request(f"http://127.0.0.1:{base + 8}/v3/kv/range", b'{"key":"Zm9v"}')
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read())["kvs"][0]["value"] == "YmFy"
 
         up.proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.finish() == 0, up.output
@@ -199,7 +209,7 @@ def test_cluster_up_serves_etcdctl_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_cluster_up_refuses_busy_ports_and_changed_layouts(tmp_path: Path) -> None:
-    base = _free_port_range(6)
+    base = _free_port_range(9)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", base + 3))
@@ -225,7 +235,7 @@ def test_cluster_up_refuses_busy_ports_and_changed_layouts(tmp_path: Path) -> No
 
 
 def test_cluster_status_without_a_cluster() -> None:
-    base = _free_port_range(2)
+    base = _free_port_range(3)
     r = subprocess.run(
         [sys.executable, "-m", "raftkv_cli", "cluster", "status", f"--endpoints=127.0.0.1:{base}"],
         capture_output=True,
