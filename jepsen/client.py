@@ -54,7 +54,7 @@ NEVER_SENT = "failed to connect to all addresses"
 #       returns ErrLeaderChanged only from its read-index loop, for a read).
 #   "etcdserver: no leader": raftkv answers it only for a request still parked when its
 #       deadline passed, i.e. never proposed nor forwarded (core.expire); etcd 3.4 answers it
-#       from the require-leader check and watch streams, before anything is proposed.
+#       only before proposing anything (waitLeader, the require-leader check, watch streams).
 DEFINITE_TEXTS = ("etcdserver: leader changed", "etcdserver: no leader")
 
 
