@@ -10,7 +10,7 @@ from pathlib import Path
 from jepsen.nemesis import KINDS
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jepsen")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("test", "run"):
@@ -23,12 +23,17 @@ def main(argv: list[str] | None = None) -> int:
         t.add_argument("--time-limit", type=float, default=60.0, help="seconds of client load")
         t.add_argument("--rate", type=float, default=50.0, help="ops per second, all clients")
         t.add_argument("--nodes", type=int, default=3)
-        t.add_argument("--concurrency", type=int, default=0, help="client threads (2 per node)")
+        t.add_argument(
+            "--concurrency", type=int, default=0, help="client threads (the workload's default)"
+        )
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--results", type=Path, default=Path("results"))
         t.add_argument("--interval", type=float, default=5.0, help="quiet seconds between faults")
         t.add_argument("--fault-duration", type=float, default=5.0)
         t.add_argument("--op-timeout", type=float, default=2.0)
+        t.add_argument(
+            "--read-timeout", type=float, default=0.0, help="read deadline (the workload's)"
+        )
         t.add_argument(
             "--no-netns", action="store_true", help="loopback; partitions by peer proxies"
         )
@@ -40,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             "--node-arg=--experimental-unsafe-local-reads",
         )
         t.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if a.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -63,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         interval_s=a.interval,
         fault_s=a.fault_duration,
         timeout_s=a.op_timeout,
+        read_timeout_s=a.read_timeout,
         netns=False if a.no_netns else None,
         node_args=tuple(a.node_arg),
     )

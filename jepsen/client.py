@@ -1,8 +1,8 @@
 """A small synchronous etcd v3 client over the generated protos (black box: sockets only).
 
 Errors are sorted the way a history needs them: :class:`Definite` means the request surely did
-not take effect (the server refused it, or it never left: UNAVAILABLE before connecting counts
-as unknown to stay safe), :class:`Indefinite` means it may or may not have taken effect.
+not take effect, :class:`Indefinite` means it may or may not have taken effect. Which outcomes
+are definite, and why, is :func:`classify` (and jepsen/README.md, "Definite and indefinite").
 """
 
 from __future__ import annotations
@@ -41,15 +41,42 @@ class Indefinite(ClientError):
     """The request may or may not have taken effect (timeout, connection lost)."""
 
 
+# gRPC's text when the channel has no connection and could not make one: the call failed in the
+# client's load-balancing pick, before a subchannel (a socket) was chosen, so not one byte of it
+# was sent. (A call that was sent and then lost its connection says "Socket closed",
+# "Connection reset by peer" or similar instead: unknown.)
+NEVER_SENT = "failed to connect to all addresses"
+
+# etcd's texts (details of UNAVAILABLE) that prove a request will never apply:
+#   "etcdserver: leader changed": the entry at the proposal's index has another term, or the
+#       proposal was dropped during a leadership transfer: it was superseded (raftkv:
+#       raftkv/driver/proposals.py _outcome, Forwarder.rejected, core._submit; etcd 3.4
+#       returns ErrLeaderChanged only from its read-index loop, for a read).
+#   "etcdserver: no leader": raftkv answers it only for a request still parked when its
+#       deadline passed, i.e. never proposed nor forwarded (core.expire); etcd 3.4 answers it
+#       only before proposing anything (waitLeader, the require-leader check, watch streams).
+DEFINITE_TEXTS = ("etcdserver: leader changed", "etcdserver: no leader")
+
+
+def classify(code: grpc.StatusCode | None, detail: str) -> bool:
+    """True when a failed call certainly had no effect (the history may record it as fail)."""
+    if code in _DEFINITE:
+        return True
+    if code is grpc.StatusCode.UNAVAILABLE:
+        if NEVER_SENT in detail:
+            return True
+        return any(detail.startswith(t) for t in DEFINITE_TEXTS)
+    return False
+
+
 def _wrap(err: grpc.RpcError) -> ClientError:
     code_fn = getattr(err, "code", None)
     details_fn = getattr(err, "details", None)
     code: grpc.StatusCode | None = code_fn() if callable(code_fn) else None
     detail = details_fn() if callable(details_fn) else str(err)
+    detail = detail or ""
     msg = f"{code.name if code else 'ERROR'}: {detail}"
-    if code in _DEFINITE:
-        return Definite(msg)
-    return Indefinite(msg)
+    return Definite(msg) if classify(code, detail) else Indefinite(msg)
 
 
 @dataclass(frozen=True)
@@ -90,12 +117,14 @@ class Client:
 
     # --- KV -------------------------------------------------------------------------------------
 
-    def get(self, key: str, *, serializable: bool = False) -> tuple[str | None, int, int]:
+    def get(
+        self, key: str, *, serializable: bool = False, timeout_s: float | None = None
+    ) -> tuple[str | None, int, int]:
         """Returns (value or None, mod_revision or 0, header revision)."""
         try:
             resp = self.kv.Range(
                 pb.RangeRequest(key=key.encode(), serializable=serializable),
-                timeout=self.timeout_s,
+                timeout=self.timeout_s if timeout_s is None else timeout_s,
             )
         except grpc.RpcError as e:
             raise _wrap(e) from None

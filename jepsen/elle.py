@@ -19,7 +19,9 @@ X-realtime    one of the above, closed only through a realtime edge: the result 
 It also reports non-cyclic anomalies: G1a (aborted read: a value from a failed transaction was
 read), G1b (intermediate read: a value a transaction later overwrote in the same transaction was
 read), incompatible-order (two reads of a key that are not prefixes of each other),
-duplicate-elements and garbage reads (values nobody appended).
+duplicate-elements, garbage reads (values nobody appended), and lost-append (an acknowledged
+append missing from a read of its key that began after the append completed; the workload's
+final read after healing is one such read for every key).
 
 Each cycle is reported with a shortest witness found by breadth-first search from each edge of
 its seed type, and explained edge by edge.
@@ -32,6 +34,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from jepsen.anomalies import Anomalies
 
 __all__ = ["Txn", "check", "txns_from_ops"]
 
@@ -89,14 +93,36 @@ def _fmt_mops(mops: Sequence[Sequence[Any]]) -> str:
 def check(txns: Sequence[Txn]) -> dict[str, Any]:
     """Check a history; returns a JSON-able verdict with ``valid`` and ``anomalies``."""
     by_index = {t.index: t for t in txns}
-    anomalies: dict[str, list[dict[str, Any]]] = {}
+    found = Anomalies()
+    writer, intermediate = _writers(txns)
+    reads = _external_reads(txns)
+    _check_reads(reads, writer, intermediate, by_index, found)
+    longest, longest_by = _version_orders(reads)
+    _check_orders(reads, longest, longest_by, found)
+    _check_acknowledged(txns, reads, longest, found)
+    g = _build_graph(txns, reads, longest, writer, by_index)
+    for kind, (items, total) in _find_cycles(g, by_index).items():
+        found.add(kind, items, total)
+    return found.verdict(
+        {
+            "txns": len(txns),
+            "ok": sum(t.status == "ok" for t in txns),
+            "fail": sum(t.status == "fail" for t in txns),
+            "info": sum(t.status == "info" for t in txns),
+            "keys": len(longest),
+            "edges": sum(len(bs) for bs in g.adj.values()),
+        }
+    )
 
-    def report(kind: str, explanation: str, **extra: Any) -> None:
-        lst = anomalies.setdefault(kind, [])
-        if len(lst) < 10:
-            lst.append({"explanation": explanation, **extra})
 
-    # Who appended what; which appends are intermediate within their own transaction.
+_Read = tuple[int, str, list[Any]]
+
+
+def _writers(txns: Sequence[Txn]) -> tuple[dict[tuple[str, Any], int], dict[tuple[str, Any], int]]:
+    """Who appended what, and which appends are intermediate within their own transaction.
+
+    Appended values are unique per key by construction (the generator draws them from one
+    counter); a repeat is a bug of the harness, not an anomaly of the system under test."""
     writer: dict[tuple[str, Any], int] = {}
     intermediate: dict[tuple[str, Any], int] = {}
     for t in txns:
@@ -104,14 +130,17 @@ def check(txns: Sequence[Txn]) -> dict[str, Any]:
         for f, k, v in t.mops:
             if f == "append":
                 if (k, v) in writer:
-                    report("duplicate-append", f"{v} appended to {k} twice")
+                    raise ValueError(f"history appends {v} to {k} twice: values must be unique")
                 writer[(k, v)] = t.index
                 if k in last:
                     intermediate[(k, last[k])] = t.index
                 last[k] = v
+    return writer, intermediate
 
-    # External reads of committed transactions: the first read of a key before any own append.
-    reads: list[tuple[int, str, list[Any]]] = []
+
+def _external_reads(txns: Sequence[Txn]) -> list[_Read]:
+    """Reads of committed transactions: the first read of a key before any own append."""
+    reads: list[_Read] = []
     for t in txns:
         if t.status != "ok":
             continue
@@ -121,16 +150,26 @@ def check(txns: Sequence[Txn]) -> dict[str, Any]:
                 appended.add(k)
             elif f == "r" and k not in appended and v is not None:
                 reads.append((t.index, k, list(v)))
+    return reads
 
+
+def _check_reads(
+    reads: list[_Read],
+    writer: dict[tuple[str, Any], int],
+    intermediate: dict[tuple[str, Any], int],
+    by_index: dict[int, Txn],
+    found: Anomalies,
+) -> None:
+    """Duplicate elements, garbage reads, G1a (aborted reads) and G1b (intermediate reads)."""
     for r, k, lst in reads:
         if len(set(lst)) != len(lst):
-            report("duplicate-elements", f"T{r} read {k} = {lst}: an element appears twice")
+            found.report("duplicate-elements", f"T{r} read {k} = {lst}: an element appears twice")
         for v in lst:
             w = writer.get((k, v))
             if w is None:
-                report("garbage-read", f"T{r} read {v} in {k}, which no transaction appended")
+                found.report("garbage-read", f"T{r} read {v} in {k}, which no transaction appended")
             elif by_index[w].status == "fail":
-                report(
+                found.report(
                     "G1a",
                     f"T{r} read {k} = {lst}, including {v} appended by T{w}, which failed "
                     f"(aborted read): {_fmt_mops(by_index[w].mops)}",
@@ -138,7 +177,7 @@ def check(txns: Sequence[Txn]) -> dict[str, Any]:
                 )
         if lst and (k, lst[-1]) in intermediate and intermediate[(k, lst[-1])] != r:
             w = intermediate[(k, lst[-1])]
-            report(
+            found.report(
                 "G1b",
                 f"T{r} read {k} = {lst}, ending in {lst[-1]}, an intermediate value of T{w}, "
                 f"which appended more to {k} in the same transaction: "
@@ -146,40 +185,70 @@ def check(txns: Sequence[Txn]) -> dict[str, Any]:
                 ops=[r, w],
             )
 
-    # Version orders: the longest read of each key; every read must be a prefix of it.
+
+def _version_orders(reads: list[_Read]) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """The version order of each key: its longest read (and the transaction that read it)."""
     longest: dict[str, list[Any]] = {}
     longest_by: dict[str, int] = {}
     for r, k, lst in reads:
         if len(lst) > len(longest.get(k, [])):
             longest[k] = lst
             longest_by[k] = r
+    return longest, longest_by
+
+
+def _check_orders(
+    reads: list[_Read], longest: dict[str, list[Any]], longest_by: dict[str, int], found: Anomalies
+) -> None:
+    """Every read of a key must be a prefix of its longest read."""
     for r, k, lst in reads:
         full = longest.get(k, [])  # absent when every read of k was empty
         if full[: len(lst)] != lst:
-            report(
+            found.report(
                 "incompatible-order",
                 f"T{r} read {k} = {lst} but T{longest_by[k]} read {k} = {full}: neither is a "
                 f"prefix of the other, so there is no single order of appends to {k}",
                 ops=[r, longest_by[k]],
             )
 
-    g = _build_graph(txns, reads, longest, writer, by_index)
-    cycles = _find_cycles(g, by_index)
-    for kind, items in cycles.items():
-        anomalies.setdefault(kind, []).extend(items)
-    return {
-        "valid": not anomalies,
-        "anomaly_types": sorted(anomalies),
-        "anomalies": anomalies,
-        "stats": {
-            "txns": len(txns),
-            "ok": sum(t.status == "ok" for t in txns),
-            "fail": sum(t.status == "fail" for t in txns),
-            "info": sum(t.status == "info" for t in txns),
-            "keys": len(longest),
-            "edges": sum(len(bs) for bs in g.adj.values()),
-        },
-    }
+
+def _check_acknowledged(
+    txns: Sequence[Txn], reads: list[_Read], longest: dict[str, list[Any]], found: Anomalies
+) -> None:
+    """An acknowledged append must be in every read of its key that began after it completed.
+
+    An append that some read did see is in its key's version order, and a later read without
+    it is already a cycle through a realtime edge (G-single-realtime) or an incompatible order:
+    reported there. What this adds is the append that no read ever saw (a transaction that
+    applied only part of its writes, a write lost on a deposed leader): the cycle search has no
+    edge to a missing element. The final read after healing (the workload's last transactions)
+    makes sure every key is read at least once at the end."""
+    by_index = {t.index: t for t in txns}
+    acked: dict[str, list[tuple[float, Any, int]]] = {}
+    for t in txns:
+        if t.status == "ok" and t.complete is not None:
+            for f, k, v in t.mops:
+                if f == "append":
+                    acked.setdefault(k, []).append((t.complete, v, t.index))
+    for lst in acked.values():
+        lst.sort(key=lambda a: a[0])
+    for r, k, seen_list in sorted(reads, key=lambda x: by_index[x[0]].invoke):
+        appends = acked.get(k)
+        if not appends:
+            continue
+        began = by_index[r].invoke
+        seen = set(seen_list)
+        ordered = set(longest.get(k, ()))
+        for done, v, w in appends:
+            if done >= began:
+                break
+            if v not in seen and v not in ordered and w != r:
+                found.report(
+                    "lost-append",
+                    f"T{w} appended {v} to {k} and was acknowledged at {done:.3f}s, but T{r}, "
+                    f"which began later at {began:.3f}s, read {k} = {seen_list} without it",
+                    ops=[w, r],
+                )
 
 
 def _build_graph(
@@ -323,7 +392,10 @@ def _classify(steps: list[tuple[int, int, str]]) -> str:
     return base + ("-realtime" if "rt" in kinds else "")
 
 
-def _find_cycles(g: _Graph, by_index: dict[int, Txn]) -> dict[str, list[dict[str, Any]]]:
+def _find_cycles(
+    g: _Graph, by_index: dict[int, Txn]
+) -> dict[str, tuple[list[dict[str, Any]], int]]:
+    """Witness cycles by class: up to ``_MAX_WITNESSES`` explained, and how many were found."""
     searches = [
         ("ww", frozenset({"ww"})),
         ("wr", frozenset({"ww", "wr"})),
@@ -358,10 +430,11 @@ def _find_cycles(g: _Graph, by_index: dict[int, Txn]) -> dict[str, list[dict[str
                     continue
                 seen.add(key)
                 found.setdefault(name, []).append((len(steps), steps))
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, tuple[list[dict[str, Any]], int]] = {}
     for name, items in found.items():
         items.sort(key=lambda item: item[0])
-        out[name] = [_explain(name, steps, g, by_index) for _n, steps in items[:_MAX_WITNESSES]]
+        shown = [_explain(name, steps, g, by_index) for _n, steps in items[:_MAX_WITNESSES]]
+        out[name] = (shown, len(items))
     return out
 
 

@@ -19,10 +19,22 @@ from jepsen.db import Cluster, Node
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "PARTITIONS", "Nemesis", "partition_grudge"]
+__all__ = [
+    "KINDS",
+    "NETWORK_KINDS",
+    "PARTITIONS",
+    "PARTITION_WEIGHTS",
+    "Nemesis",
+    "partition_grudge",
+]
 
-KINDS = ("kill", "pause", "partition", "compact")
-PARTITIONS = ("halves", "isolate-leader", "majorities-ring", "bridge")
+KINDS = ("kill", "pause", "partition", "deposed-leader", "compact")
+NETWORK_KINDS = frozenset({"partition", "deposed-leader"})
+"""Kinds that need the partitioning network (iptables in namespaces, or the peer proxies)."""
+PARTITIONS = ("halves", "isolate-leader", "leader-minority", "majorities-ring", "bridge")
+# Shapes that strand the leader in a minority come up most: a deposed leader that keeps
+# answering is where stale reads and lost writes hide.
+PARTITION_WEIGHTS = (1, 3, 2, 1, 1)
 
 Grudge = dict[str, set[str]]  # receiver -> senders whose packets it drops
 
@@ -40,6 +52,14 @@ def partition_grudge(kind: str, names: list[str], rng: random.Random, leader: st
     if kind == "isolate-leader":
         target = leader if leader in names else rng.choice(names)
         return _complete([[target], [x for x in names if x != target]])
+    if kind == "leader-minority":
+        # The leader and others, as many as still leave a majority out: with 5 nodes the
+        # leader keeps a follower, so it does not lose touch with every peer at once.
+        target = leader if leader in names else rng.choice(names)
+        rest = [x for x in names if x != target]
+        rng.shuffle(rest)
+        k = (n - 1) // 2 - 1
+        return _complete([[target, *rest[:k]], rest[k:]])
     rng.shuffle(names)
     if kind == "halves":
         return _complete([names[: n // 2], names[n // 2 :]])
@@ -119,7 +139,7 @@ class Nemesis:
         self.interval_s = interval_s
         self.fault_s = fault_s
         self.compact_every_s = compact_every_s
-        self.net = Net(cluster) if "partition" in kinds else None
+        self.net = Net(cluster) if NETWORK_KINDS & set(kinds) else None
         self.windows: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self._stop = threading.Event()
@@ -164,7 +184,7 @@ class Nemesis:
             kind = self.rng.choice(self.kinds)
             start = self.now()
             try:
-                detail, heal = getattr(self, f"_fault_{kind}")()
+                detail, heal = getattr(self, f"_fault_{kind.replace('-', '_')}")()
             except Exception as e:  # a fault that could not be applied is logged, not fatal
                 log.warning("nemesis %s failed: %s", kind, e)
                 continue
@@ -210,13 +230,48 @@ class Nemesis:
 
     def _fault_partition(self) -> tuple[str, Callable[[], None]]:
         assert self.net is not None
-        kind = self.rng.choice(PARTITIONS)
-        leader = self.cluster.leader() if kind == "isolate-leader" else None
+        kind = self.rng.choices(PARTITIONS, weights=PARTITION_WEIGHTS)[0]
+        leader = self.cluster.leader() if "leader" in kind else None
         names = [n.name for n in self.cluster.nodes]
         grudge = partition_grudge(kind, names, self.rng, leader.name if leader else None)
         self.net.apply(grudge)
         desc = "; ".join(f"{d} drops {','.join(sorted(s))}" for d, s in sorted(grudge.items()) if s)
         return f"{kind}: {desc}", self.net.heal
+
+    def _fault_deposed_leader(self) -> tuple[str, Callable[[], None]]:
+        """Cut the leader off from every peer, and keep it cut off while watching the others
+        elect a new leader: clients bound to the old leader keep talking to it through its
+        last moments as leader (until it notices it lost its quorum) and after."""
+        assert self.net is not None
+        old = self.cluster.leader()
+        if old is None:
+            raise RuntimeError("no leader to depose")
+        names = [n.name for n in self.cluster.nodes]
+        self.net.apply(partition_grudge("isolate-leader", names, self.rng, old.name))
+        t0 = self.now()
+        new = self._await_new_leader(old, timeout_s=max(self.fault_s, 5.0))
+        if new is None:
+            return f"deposed {old.name}: no new leader seen", self.net.heal
+        return f"deposed {old.name}: {new} leads after {self.now() - t0:.2f}s", self.net.heal
+
+    def _await_new_leader(self, old: Node, timeout_s: float) -> str | None:
+        """The name of the leader the other nodes agree on once it is not ``old``."""
+        others = [n for n in self.cluster.nodes if n is not old]
+        deadline = self.now() + timeout_s
+        while self.now() < deadline and not self._stop.is_set():
+            for node in others:
+                if not node.alive or node.paused:
+                    continue
+                try:
+                    with Client(node.endpoint) as c:
+                        _mid, lead, _term = c.status(timeout_s=0.3)
+                except ClientError:
+                    continue
+                name = self.cluster.member_names.get(lead)
+                if lead and name is not None and name != old.name:
+                    return name
+            self._stop.wait(0.05)
+        return None
 
     def _compact_loop(self) -> None:
         while not self._stop.wait(self.compact_every_s):

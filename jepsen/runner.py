@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from jepsen.client import Client
-from jepsen.db import Cluster
+from jepsen.db import Cluster, Node
 from jepsen.history import Recorder
-from jepsen.nemesis import Nemesis
+from jepsen.nemesis import NETWORK_KINDS, Nemesis
 from jepsen.plot import write_plots
 from jepsen.registry import WORKLOADS
-from jepsen.workloads import Worker
+from jepsen.workloads import Worker, Workload
 
 log = logging.getLogger("jepsen")
 
@@ -40,12 +40,13 @@ class Options:
     time_limit_s: float = 60.0
     rate: float = 50.0
     nodes: int = 3
-    concurrency: int = 0  # 0: 2 per node
+    concurrency: int = 0  # 0: the workload's workers per node
     seed: int = 0  # 0: random
     results: Path = Path("results")
     interval_s: float = 5.0
     fault_s: float = 5.0
     timeout_s: float = 2.0
+    read_timeout_s: float = 0.0  # 0: the workload's default
     heartbeat_ms: int = 50
     election_ms: int = 500
     netns: bool | None = None  # None: when root
@@ -64,10 +65,13 @@ def _verdict_text(opts: Options, res: dict[str, Any], counts: dict[str, int]) ->
         "ops: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
         "stats: " + ", ".join(f"{k} {v}" for k, v in res.get("stats", {}).items()),
     ]
+    totals = res.get("anomaly_totals", {})
+    if totals:
+        lines.append("anomalies: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
     if res.get("summary"):
         lines.append(res["summary"])
     for kind, items in res.get("anomalies", {}).items():
-        lines.append(f"\n== {kind} ({len(items)} shown)")
+        lines.append(f"\n== {kind} ({totals.get(kind, len(items))} in all, {len(items)} shown)")
         for item in items:
             lines.append(item["explanation"])
     return "\n".join(lines) + "\n"
@@ -78,9 +82,7 @@ def run(opts: Options) -> int:
     if opts.workload not in WORKLOADS:
         raise SystemExit(f"unknown workload {opts.workload!r}; known: {', '.join(WORKLOADS)}")
     seed = opts.seed or random.randrange(1, 2**31)
-    concurrency = opts.concurrency or 2 * opts.nodes
-    root = os.geteuid() == 0
-    use_netns = root if opts.netns is None else opts.netns
+    use_netns = (os.geteuid() == 0) if opts.netns is None else opts.netns
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = opts.results / f"{stamp}-{opts.db}-{opts.workload}-{os.getpid()}"
     out.mkdir(parents=True, exist_ok=True)
@@ -102,28 +104,17 @@ def run(opts: Options) -> int:
     _say(f"jepsen: {opts.db} x{opts.nodes}, workload {opts.workload}, seed {seed}, out {out}")
     workload = None
     try:
-        cluster.setup()
-        if "partition" in opts.nemesis:
-            cluster.enable_proxies()  # no-op with netns: iptables does it there
-        cluster.start_all()
-        cluster.wait_ready()
-        net = "netns + iptables" if use_netns else "loopback"
-        if cluster.proxies is not None:
-            net += " + blackholing peer proxies"
-        _say(f"cluster ready ({net})")
+        _start_cluster(opts, cluster, use_netns)
         rec = Recorder()
         endpoints = {n.name: n.endpoint for n in cluster.nodes}
         workload = WORKLOADS[opts.workload](rec, endpoints, seed)
+        if opts.read_timeout_s > 0:
+            workload.read_timeout_s = opts.read_timeout_s
         workload.setup()
         nemesis = Nemesis(
-            cluster,
-            opts.nemesis,
-            rec.now,
-            seed,
-            interval_s=opts.interval_s,
-            fault_s=opts.fault_s,
+            cluster, opts.nemesis, rec.now, seed, interval_s=opts.interval_s, fault_s=opts.fault_s
         )
-        _drive(opts, concurrency, seed, cluster, rec, workload, nemesis)
+        _drive(opts, seed, cluster, rec, workload, nemesis)
         _say("healing; final reads")
         nemesis.stop()
         try:
@@ -132,23 +123,7 @@ def run(opts: Options) -> int:
             _say(f"warning: cluster did not recover: {e}")
         workload.final()
         rec.finish()
-        (out / "history.jsonl").write_text(rec.to_jsonl())
-        _say(f"checking {len(rec.ops)} ops")
-        t0 = time.monotonic()
-        res = workload.check(rec.ops)
-        res["checker_seconds"] = round(time.monotonic() - t0, 3)
-        counts = {s: sum(o.status == s for o in rec.ops) for s in ("ok", "fail", "info")}
-        res["ops"] = counts
-        res["nemesis"] = nemesis.windows
-        res["compactions"] = len(nemesis.events)
-        res["options"] = {k: str(v) for k, v in asdict(opts).items()}
-        res["seed"] = seed
-        (out / "verdict.json").write_text(json.dumps(res, indent=2, default=str))
-        text = _verdict_text(opts, res, counts)
-        (out / "verdict.txt").write_text(text)
-        write_plots(out, rec.ops, nemesis.windows, f"{opts.workload} on {opts.db}", text)
-        _say(text.rstrip())
-        _say(f"results: {out}")
+        res = _check_and_write(opts, seed, out, rec, workload, nemesis)
         if res["valid"]:
             return 0
         return 2 if res.get("unknown") else 1
@@ -160,37 +135,68 @@ def run(opts: Options) -> int:
             signal.signal(s, h)
 
 
+def _start_cluster(opts: Options, cluster: Cluster, use_netns: bool) -> None:
+    cluster.setup()
+    if NETWORK_KINDS & set(opts.nemesis):
+        cluster.enable_proxies()  # no-op with netns: iptables does it there
+    cluster.start_all()
+    cluster.wait_ready()
+    net = "netns + iptables" if use_netns else "loopback"
+    if cluster.proxies is not None:
+        net += " + blackholing peer proxies"
+    _say(f"cluster ready ({net})")
+
+
+def _check_and_write(
+    opts: Options,
+    seed: int,
+    out: Path,
+    rec: Recorder,
+    workload: Workload,
+    nemesis: Nemesis,
+) -> dict[str, Any]:
+    """Check the history; write history, verdict and plots under ``out``."""
+    (out / "history.jsonl").write_text(rec.to_jsonl())
+    _say(f"checking {len(rec.ops)} ops")
+    t0 = time.monotonic()
+    res = workload.check(rec.ops)
+    res["checker_seconds"] = round(time.monotonic() - t0, 3)
+    counts = {s: sum(o.status == s for o in rec.ops) for s in ("ok", "fail", "info")}
+    res["ops"] = counts
+    res["nemesis"] = nemesis.windows
+    res["compactions"] = len(nemesis.events)
+    res["options"] = {k: str(v) for k, v in asdict(opts).items()}
+    res["seed"] = seed
+    (out / "verdict.json").write_text(json.dumps(res, indent=2, default=str))
+    text = _verdict_text(opts, res, counts)
+    (out / "verdict.txt").write_text(text)
+    write_plots(out, rec.ops, nemesis.windows, f"{opts.workload} on {opts.db}", text)
+    _say(text.rstrip())
+    _say(f"results: {out}")
+    return res
+
+
 def _drive(
     opts: Options,
-    concurrency: int,
     seed: int,
     cluster: Cluster,
     rec: Recorder,
-    workload: Any,
+    workload: Workload,
     nemesis: Nemesis,
 ) -> None:
     deadline = time.monotonic() + opts.time_limit_s
     stop = threading.Event()
+    concurrency = opts.concurrency or workload.workers_per_node * opts.nodes
     period = concurrency / opts.rate if opts.rate > 0 else 0.0
-
-    def work(i: int) -> None:
-        node = cluster.nodes[i % len(cluster.nodes)]
-        rng = random.Random(seed * 1000 + i)
-        with Client(node.endpoint, timeout_s=opts.timeout_s) as c:
-            w = Worker(i, concurrency, node.name, c, rng)
-            next_t = time.monotonic() + rng.uniform(0, period)
-            while not stop.is_set():
-                delay = next_t - time.monotonic()
-                if delay > 0 and stop.wait(delay):
-                    return
-                next_t = max(next_t + period * rng.uniform(0.5, 1.5), time.monotonic())
-                try:
-                    workload.op(w)
-                except Exception:
-                    log.exception("worker %d crashed", i)
-                    return
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(concurrency)]
+    threads = [
+        threading.Thread(
+            target=_work,
+            args=(opts, i, concurrency, period, seed, cluster.nodes[i % len(cluster.nodes)]),
+            kwargs={"workload": workload, "stop": stop},
+            daemon=True,
+        )
+        for i in range(concurrency)
+    ]
     for t in threads:
         t.start()
     nemesis.start()
@@ -209,3 +215,34 @@ def _drive(
     stop.set()
     for t in threads:
         t.join(timeout=opts.timeout_s * 3 + 5)
+
+
+def _work(
+    opts: Options,
+    i: int,
+    concurrency: int,
+    period: float,
+    seed: int,
+    node: Node,
+    *,
+    workload: Workload,
+    stop: threading.Event,
+) -> None:
+    """One client thread, bound to one node. While the nemesis has the node killed no
+    operation is invoked at all: the harness knows it would not reach a server."""
+    rng = random.Random(seed * 1000 + i)
+    with Client(node.endpoint, timeout_s=opts.timeout_s) as c:
+        w = Worker(i, concurrency, node.name, c, rng)
+        next_t = time.monotonic() + rng.uniform(0, period)
+        while not stop.is_set():
+            delay = next_t - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                return
+            next_t = max(next_t + period * rng.uniform(0.5, 1.5), time.monotonic())
+            if not node.alive:
+                continue
+            try:
+                workload.op(w)
+            except Exception:
+                log.exception("worker %d crashed", i)
+                return

@@ -1,9 +1,11 @@
 """The watch workload: writers put unique values under ``jw/``; watchers stream every event.
 
 Each watcher follows the whole prefix from the revision the workload started at, reconnecting
-(to the next node, from its last revision + 1, as etcd's clientv3 does) when its stream breaks or
-stalls. The checker wants every watcher to see the same ordered sequence of revisions, with no
-gap, no duplicate, and exactly the committed writes.
+(from its last revision + 1, as etcd's clientv3 does) when its stream breaks or stalls. Watcher
+``i`` is pinned to node ``i`` (modulo the cluster size): each node's watch path is exercised on
+its own, including across its restarts and partitions, instead of every watcher drifting to the
+same healthy node. The checker wants every watcher to see the same ordered sequence of
+revisions, with no gap, no duplicate, and exactly the committed writes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from jepsen.anomalies import Anomalies
 from jepsen.client import Client, ClientError
 from jepsen.history import Op
 from jepsen.workloads import Worker, Workload
@@ -27,9 +30,9 @@ _STALL_S = 3.0
 
 
 class _Watcher:
-    def __init__(self, wid: int, endpoints: list[str], start_rev: int, progress: Any) -> None:
+    def __init__(self, wid: int, endpoint: str, start_rev: int, progress: Any) -> None:
         self.wid = wid
-        self.endpoints = endpoints
+        self.endpoint = endpoint
         self.next_rev = start_rev
         self.events: list[list[Any]] = []  # [revision, key, value, type]
         self.compactions: list[int] = []
@@ -66,10 +69,8 @@ class _Watcher:
         done.wait()
 
     def _run(self) -> None:
-        i = self.wid
+        ep = self.endpoint
         while not self._stop.is_set():
-            ep = self.endpoints[i % len(self.endpoints)]
-            i += 1
             done = threading.Event()
             client = Client(ep)
             try:
@@ -122,7 +123,8 @@ class _Watcher:
 
 class WatchWorkload(Workload):
     name = "watch"
-    watchers = 3
+    watchers = 0
+    """Watcher streams (0: one per node)."""
     keys = 8
 
     def __init__(self, recorder: Any, endpoints: dict[str, str], seed: int) -> None:
@@ -140,8 +142,8 @@ class WatchWorkload(Workload):
         with Client(eps[0], timeout_s=5.0) as c:
             rev = c.put("jw-start", "1")
         self.start_rev = rev + 1
-        for i in range(self.watchers):
-            w = _Watcher(i, eps, self.start_rev, self._progress)
+        for i in range(self.watchers or len(eps)):
+            w = _Watcher(i, eps[i % len(eps)], self.start_rev, self._progress)
             self._watchers.append(w)
             w.start()
 
@@ -177,8 +179,10 @@ class WatchWorkload(Workload):
                 break
             time.sleep(0.2)
         self.stop()
+        names = list(self.endpoints)
         for w in self._watchers:
-            op = self.rec.invoke(20_000 + w.wid, f"watcher{w.wid}", "watch", None, None)
+            node = names[w.wid % len(names)]
+            op = self.rec.invoke(20_000 + w.wid, f"watcher{w.wid}@{node}", "watch", None, None)
             self.rec.complete(
                 op,
                 "ok",
@@ -202,77 +206,86 @@ class WatchWorkload(Workload):
 
 def check_watch(ops: Sequence[Op]) -> dict[str, Any]:
     """Check watcher streams (``f == "watch"`` ops) against the puts (``f == "put"``)."""
-    anomalies: dict[str, list[dict[str, Any]]] = {}
-
-    def report(kind: str, text: str) -> None:
-        lst = anomalies.setdefault(kind, [])
-        if len(lst) < 10:
-            lst.append({"explanation": text})
-
+    found = Anomalies()
     puts = [o for o in ops if o.f == "put"]
     attempted = {(o.key, str(o.value)) for o in puts if o.status in ("ok", "info")}
     committed = {o.output: (o.key, str(o.value)) for o in puts if o.status == "ok"}
     streams = [o for o in ops if o.f == "watch" and o.status == "ok"]
-    by_rev: dict[int, tuple[str, str, str, int]] = {}
-    total = 0
+    by_rev: dict[int, tuple[str, str, str]] = {}
     for s in streams:
-        name = s.node
-        out = s.output
-        evs = out["events"]
-        total += len(evs)
-        compactions = sorted(out["compactions"])
-        prev = out["start_rev"] - 1
-        seen_revs: set[int] = set()
-        for rev, key, value, _typ in evs:
-            if rev in seen_revs:
-                report("duplicate", f"{name} saw revision {rev} ({key}={value}) twice")
-            elif rev < prev:
-                report("out-of-order", f"{name} saw revision {rev} after revision {prev}")
-            elif rev > prev + 1 and not any(prev < c <= rev for c in compactions):
-                missing = list(range(prev + 1, rev))
-                report(
-                    "gap",
-                    f"{name} jumped from revision {prev} to {rev}: missed {missing[:10]}"
-                    + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""),
-                )
-            seen_revs.add(rev)
-            prev = max(prev, rev)
-            if (key, value) not in attempted:
-                report("phantom", f"{name} saw {key}={value} at revision {rev}, never written")
-            if rev in committed and committed[rev] != (key, value):
-                k2, v2 = committed[rev]
-                report(
-                    "wrong-event",
-                    f"{name} saw {key}={value} at revision {rev}, but the put "
-                    f"acknowledged at revision {rev} was {k2}={v2}",
-                )
-            other = by_rev.get(rev)
-            if other is None:
-                by_rev[rev] = (key, value, name, rev)
-            elif other[:2] != (key, value):
-                report(
-                    "divergent",
-                    f"at revision {rev} {other[2]} saw {other[0]}={other[1]} but "
-                    f"{name} saw {key}={value}",
-                )
-        final = out["final_rev"]
-        if prev < final:
-            report("incomplete", f"{name} stopped at revision {prev}, the cluster is at {final}")
-        for rev, (key, value) in sorted(committed.items()):
-            if rev not in seen_revs and rev <= prev and not any(c > rev for c in compactions):
-                report(
-                    "lost", f"{name} never saw the acknowledged put {key}={value} at revision {rev}"
-                )
+        _check_stream(s.node, s.output, attempted, committed, by_rev, found)
     if not streams:
-        report("no-watchers", "no watcher stream was recorded")
-    return {
-        "valid": not anomalies,
-        "anomaly_types": sorted(anomalies),
-        "anomalies": anomalies,
-        "stats": {
+        found.report("no-watchers", "no watcher stream was recorded")
+    return found.verdict(
+        {
             "puts_ok": len(committed),
             "watchers": len(streams),
-            "events": total,
+            "events": sum(len(s.output["events"]) for s in streams),
             "reconnects": sum(s.output["reconnects"] for s in streams),
-        },
-    }
+        }
+    )
+
+
+def _check_stream(
+    name: str,
+    out: dict[str, Any],
+    attempted: set[tuple[str | None, str]],
+    committed: dict[int, tuple[str | None, str]],
+    by_rev: dict[int, tuple[str, str, str]],
+    found: Anomalies,
+) -> None:
+    """One watcher's stream: order, gaps, duplicates, phantoms, divergence, completeness."""
+    compactions = sorted(out["compactions"])
+    prev = out["start_rev"] - 1
+    seen_revs: set[int] = set()
+    for rev, key, value, _typ in out["events"]:
+        _check_order(name, rev, key, value, prev, seen_revs, compactions, found)
+        seen_revs.add(rev)
+        prev = max(prev, rev)
+        if (key, value) not in attempted:
+            found.report("phantom", f"{name} saw {key}={value} at revision {rev}, never written")
+        if rev in committed and committed[rev] != (key, value):
+            k2, v2 = committed[rev]
+            found.report(
+                "wrong-event",
+                f"{name} saw {key}={value} at revision {rev}, but the put "
+                f"acknowledged at revision {rev} was {k2}={v2}",
+            )
+        other = by_rev.setdefault(rev, (key, value, name))
+        if other[:2] != (key, value):
+            found.report(
+                "divergent",
+                f"at revision {rev} {other[2]} saw {other[0]}={other[1]} but {name} saw "
+                f"{key}={value}",
+            )
+    final = out["final_rev"]
+    if prev < final:
+        found.report("incomplete", f"{name} stopped at revision {prev}, the cluster is at {final}")
+    for rev, (key, value) in sorted(committed.items()):
+        if rev not in seen_revs and rev <= prev and not any(c > rev for c in compactions):
+            found.report(
+                "lost", f"{name} never saw the acknowledged put {key}={value} at revision {rev}"
+            )
+
+
+def _check_order(
+    name: str,
+    rev: int,
+    key: str,
+    value: str,
+    prev: int,
+    seen_revs: set[int],
+    compactions: list[int],
+    found: Anomalies,
+) -> None:
+    if rev in seen_revs:
+        found.report("duplicate", f"{name} saw revision {rev} ({key}={value}) twice")
+    elif rev < prev:
+        found.report("out-of-order", f"{name} saw revision {rev} after revision {prev}")
+    elif rev > prev + 1 and not any(prev < c <= rev for c in compactions):
+        missing = list(range(prev + 1, rev))
+        found.report(
+            "gap",
+            f"{name} jumped from revision {prev} to {rev}: missed {missing[:10]}"
+            + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""),
+        )

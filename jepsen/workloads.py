@@ -10,17 +10,19 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jepsen import elle
+from jepsen.anomalies import Anomalies
 from jepsen.client import Client, ClientError, Definite, cmp_mod, cmp_value, op_get, op_put
 from jepsen.history import Op, Recorder
 from raftkv.testing.history import History
-from raftkv.testing.linearizability import check_history
+from raftkv.testing.linearizability import check_key
 
-__all__ = ["Append", "Register", "SetWorkload", "Worker", "Workload"]
+__all__ = ["Append", "Register", "SetWorkload", "Worker", "Workload", "check_register"]
 
 
 @dataclass
@@ -43,6 +45,11 @@ class Worker:
 
 class Workload:
     name = "?"
+    workers_per_node = 2
+    """Client threads per node when ``--concurrency`` is not given."""
+    read_timeout_s: float | None = None
+    """A shorter deadline for reads (None: the op timeout): a read that waits long on a node
+    that lost its quorum is a wasted client; failing it fast keeps clients on live nodes."""
 
     def __init__(self, recorder: Recorder, endpoints: dict[str, str], seed: int) -> None:
         self.rec = recorder
@@ -100,15 +107,34 @@ class Workload:
 
 
 class Register(Workload):
-    """Per-key read / write / compare-and-set; checked for linearizability per key."""
+    """Per-key read / write / compare-and-set; checked for linearizability per key.
+
+    Every value written to a key is unique (drawn from one counter), so a read names the write
+    it observes: a lost write can not hide behind a later write of the same value. A CAS
+    expects one of the last values written to its key, so that some of them succeed.
+    """
 
     name = "register"
     keys_active = 4
     ops_per_window = 300
+    workers_per_node = 8
+    read_timeout_s = 1.0
 
     def __init__(self, recorder: Recorder, endpoints: dict[str, str], seed: int) -> None:
         super().__init__(recorder, endpoints, seed)
         self._started = itertools.count()
+        self._recent: dict[str, list[int]] = {}
+
+    def _written(self, key: str, value: int) -> None:
+        with self._lock:
+            lst = self._recent.setdefault(key, [])
+            lst.append(value)
+            del lst[:-4]
+
+    def _expected(self, w: Worker, key: str) -> int:
+        with self._lock:
+            lst = list(self._recent.get(key, ()))
+        return w.rng.choice(lst) if lst else 0
 
     def op(self, w: Worker) -> None:
         n = next(self._started)
@@ -118,15 +144,17 @@ class Register(Workload):
         if roll < 0.5:
 
             def read() -> tuple[str, Any]:
-                v, _mod, _rev = c.get(key)
+                v, _mod, _rev = c.get(key, timeout_s=self.read_timeout_s)
                 return "ok", None if v is None else int(v)
 
             self._do(w, "read", key, None, read, idempotent=True)
         elif roll < 0.75:
-            v = w.rng.randrange(5)
+            v = self.next_value()
+            self._written(key, v)
             self._do(w, "write", key, v, lambda: ("ok", c.put(key, str(v)) and None))
         else:
-            exp, new = w.rng.randrange(5), w.rng.randrange(5)
+            exp, new = self._expected(w, key), self.next_value()
+            self._written(key, new)
 
             def cas() -> tuple[str, Any]:
                 r = c.txn([cmp_value(key, str(exp))], [op_put(key, str(new))])
@@ -135,45 +163,66 @@ class Register(Workload):
             self._do(w, "cas", key, [exp, new], cas)
 
     def check(self, ops: Sequence[Op]) -> dict[str, Any]:
-        h = History()
-        us = 1_000_000
-        for op in sorted(
-            (o for o in ops if o.f in ("read", "write", "cas")), key=lambda o: o.invoke
-        ):
-            assert op.key is not None
-            if op.f == "cas":
-                handle = h.invoke(
-                    op.process, "cas", op.key, op.value[1], op.value[0], time=int(op.invoke * us)
-                )
-            elif op.f == "write":
-                handle = h.invoke(op.process, "write", op.key, op.value, time=int(op.invoke * us))
-            else:
-                handle = h.invoke(op.process, "read", op.key, time=int(op.invoke * us))
-            t = int((op.complete if op.complete is not None else op.invoke) * us)
-            if op.status == "ok":
-                h.ok(handle, t, op.output if op.f == "read" else None)
-            elif op.status == "fail":
-                h.fail(handle, t)
-            else:
-                h.info(handle, None)
-        h.finish(0)
-        import time
+        return check_register(ops)
 
-        t0 = time.monotonic()
-        res = check_history(h.ops())
-        elapsed = time.monotonic() - t0
-        anomalies: dict[str, list[dict[str, Any]]] = {}
-        if not res.ok:
-            kind = "unknown (checker budget exhausted)" if res.timed_out else "nonlinearizable"
-            anomalies[kind] = [{"key": res.key, "explanation": res.explanation}]
-        return {
-            "valid": res.ok,
-            "unknown": res.timed_out,
-            "anomaly_types": sorted(anomalies),
-            "anomalies": anomalies,
-            "stats": {"ops_checked": res.ops_checked, "checker_seconds": round(elapsed, 3)},
-            "summary": res.explanation if res.ok else res.explanation.splitlines()[0],
-        }
+
+def _register_history(ops: Sequence[Op]) -> dict[str, list[Any]]:
+    """The history of each key, in the linearizability checker's terms."""
+    h = History()
+    us = 1_000_000
+    for op in sorted((o for o in ops if o.f in ("read", "write", "cas")), key=lambda o: o.invoke):
+        assert op.key is not None
+        t0 = int(op.invoke * us)
+        if op.f == "cas":
+            handle = h.invoke(op.process, "cas", op.key, op.value[1], op.value[0], time=t0)
+        elif op.f == "write":
+            handle = h.invoke(op.process, "write", op.key, op.value, time=t0)
+        else:
+            handle = h.invoke(op.process, "read", op.key, time=t0)
+        t = int((op.complete if op.complete is not None else op.invoke) * us)
+        if op.status == "ok":
+            h.ok(handle, t, op.output if op.f == "read" else None)
+        elif op.status == "fail":
+            h.fail(handle, t)
+        else:
+            h.info(handle, None)
+    h.finish(0)
+    by_key: dict[str, list[Any]] = {}
+    for hop in h.ops():
+        by_key.setdefault(hop.key, []).append(hop)
+    return by_key
+
+
+def check_register(ops: Sequence[Op]) -> dict[str, Any]:
+    """Linearizability of every key; every key that is not linearizable is reported."""
+    t0 = time.monotonic()
+    found = Anomalies()
+    checked = 0
+    bad: list[str] = []
+    undecided: list[str] = []
+    by_key = _register_history(ops)
+    for key in sorted(by_key):
+        res = check_key(key, by_key[key])
+        checked += res.ops_checked
+        if res.timed_out:
+            undecided.append(key)
+            found.report("unknown (checker budget exhausted)", res.explanation, key=key)
+        elif not res.ok:
+            bad.append(key)
+            found.report("nonlinearizable", res.explanation, key=key)
+    if bad:
+        summary = f"not linearizable: {len(bad)} of {len(by_key)} keys: {', '.join(bad[:20])}"
+    elif undecided:
+        summary = f"unknown: {len(undecided)} keys exceeded the search budget"
+    else:
+        summary = f"linearizable: {checked} ops over {len(by_key)} keys"
+    stats = {
+        "ops_checked": checked,
+        "keys": len(by_key),
+        "bad_keys": len(bad),
+        "checker_seconds": round(time.monotonic() - t0, 3),
+    }
+    return found.verdict(stats, unknown=bool(undecided) and not bad, summary=summary)
 
 
 # --- list append ------------------------------------------------------------------------------
@@ -195,15 +244,21 @@ class Append(Workload):
     keys_active = 6
     txns_per_window = 250
 
+    final_batch = 64
+    """Keys per transaction of the final read (etcd refuses more than 128 ops in one Txn)."""
+
     def __init__(self, recorder: Recorder, endpoints: dict[str, str], seed: int) -> None:
         super().__init__(recorder, endpoints, seed)
         self._started = itertools.count()
+        self._keys: set[str] = set()
 
     def _gen(self, w: Worker) -> list[list[Any]]:
         base = next(self._started) // self.txns_per_window
         mops: list[list[Any]] = []
         for _ in range(w.rng.randint(1, 4)):
             k = f"ja/{base + w.rng.randrange(self.keys_active)}"
+            with self._lock:
+                self._keys.add(k)
             if w.rng.random() < 0.5:
                 mops.append(["r", k, None])
             else:
@@ -254,13 +309,39 @@ class Append(Workload):
         else:
             self.rec.complete(op, "fail", error="a key changed since it was read")
 
-    def check(self, ops: Sequence[Op]) -> dict[str, Any]:
-        import time
+    def final(self) -> None:
+        """Read every key ever touched, after healing: each batch is one read-only txn, so the
+        checker sees it as an ordinary transaction that began after every other one ended."""
+        keys = sorted(self._keys, key=lambda k: int(k[3:]))
+        for i in range(0, len(keys), self.final_batch):
+            _final_read(self.rec, self.endpoints, keys[i : i + self.final_batch], 10_000 + i)
 
+    def check(self, ops: Sequence[Op]) -> dict[str, Any]:
         t0 = time.monotonic()
         res = elle.check(elle.txns_from_ops(ops))
         res["stats"]["checker_seconds"] = round(time.monotonic() - t0, 3)
         return res
+
+
+def _final_read(rec: Recorder, endpoints: dict[str, str], keys: list[str], process: int) -> None:
+    """One read-only txn of ``keys``, tried on every node in turn until one answers."""
+    mops: list[list[Any]] = [["r", k, None] for k in keys]
+    for attempt in range(30):
+        for name, ep in endpoints.items():
+            op = rec.invoke(process + attempt * 1000, name, "txn", None, mops)
+            try:
+                with Client(ep, timeout_s=5.0) as c:
+                    snap = c.txn([], [op_get(k) for k in keys])
+            except ClientError as e:
+                rec.complete(op, "fail", error=f"final read: {e}")
+                continue
+            out = [
+                ["r", k, _decode_list(rows[0][1]) if rows else []]
+                for k, rows in zip(keys, snap.ranges, strict=True)
+            ]
+            rec.complete(op, "ok", out)
+            return
+        time.sleep(1.0)
 
 
 # --- set ----------------------------------------------------------------------------------------
@@ -278,8 +359,6 @@ class SetWorkload(Workload):
         )
 
     def final(self) -> None:
-        import time
-
         for attempt in range(30):
             for name, ep in self.endpoints.items():
                 op = self.rec.invoke(10_000 + attempt, name, "read", None, None)
@@ -308,31 +387,25 @@ class SetWorkload(Workload):
         attempted = {o.value for o in adds if o.status in ("ok", "info")}
         lost = sorted(ok - seen)
         unexpected = sorted(seen - attempted)
-        anomalies: dict[str, list[dict[str, Any]]] = {}
+        found = Anomalies()
         if lost:
-            anomalies["lost"] = [
-                {
-                    "explanation": f"{len(lost)} acknowledged adds missing from the final read: "
-                    f"{lost[:20]}",
-                    "elements": lost,
-                }
-            ]
+            text = f"{len(lost)} acknowledged adds missing from the final read: {lost[:20]}"
+            found.add("lost", [{"explanation": text, "elements": lost}], len(lost))
         if unexpected:
-            anomalies["unexpected"] = [
-                {
-                    "explanation": f"{len(unexpected)} elements read that were never added "
-                    f"(or whose add failed): {unexpected[:20]}",
-                    "elements": unexpected,
-                }
-            ]
-        return {
-            "valid": not anomalies,
-            "anomaly_types": sorted(anomalies),
-            "anomalies": anomalies,
-            "stats": {
+            text = (
+                f"{len(unexpected)} elements read that were never added "
+                f"(or whose add failed): {unexpected[:20]}"
+            )
+            found.add(
+                "unexpected", [{"explanation": text, "elements": unexpected}], len(unexpected)
+            )
+        return found.verdict(
+            {
                 "adds_ok": len(ok),
                 "adds_info": sum(o.status == "info" for o in adds),
                 "info_recovered": len((attempted - ok) & seen),
                 "final_size": len(seen),
-            },
-        }
+                "lost": len(lost),
+                "unexpected": len(unexpected),
+            }
+        )

@@ -167,3 +167,44 @@ def test_a_key_only_ever_read_empty_is_checked_not_a_crash() -> None:
     ]
     res = check(h)
     assert res["valid"], res
+
+
+def test_partial_transaction_is_a_lost_append() -> None:
+    # T0 is acknowledged but applied only its append to x; nothing ever reads 1 in y, so there
+    # is no edge to a cycle: the final read (T2) must show it missing.
+    h = [
+        t(0, [["append", "x", 1], ["append", "y", 1]], 0, 1),
+        t(1, [["r", "y", []], ["append", "y", 2]], 2, 3),
+        t(2, [["r", "x", [1]], ["r", "y", [2]]], 10, 11),
+    ]
+    res = check(h)
+    assert "lost-append" in res["anomaly_types"], res
+    assert res["anomaly_totals"]["lost-append"] == 2  # T1's read and the final read miss it
+    text = res["anomalies"]["lost-append"][0]["explanation"]
+    assert "T0 appended 1 to y" in text
+
+
+def test_unacknowledged_appends_may_be_missing() -> None:
+    h = [
+        t(0, [["append", "x", 1]], 0, None, "info"),
+        t(1, [["append", "x", 2]], 0, 1, "fail"),
+        t(2, [["r", "x", []]], 10, 11),
+    ]
+    assert check(h)["valid"]
+
+
+def test_an_append_concurrent_with_a_read_may_be_missing() -> None:
+    h = [
+        t(0, [["append", "x", 1]], 0, 5),
+        t(1, [["r", "x", []]], 4, 6),
+        t(2, [["r", "x", [1]]], 10, 11),
+    ]
+    assert check(h)["valid"]
+
+
+def test_a_repeated_append_is_a_harness_bug_not_an_anomaly() -> None:
+    import pytest
+
+    h = [t(0, [["append", "x", 1]], 0, 1), t(1, [["append", "x", 1]], 2, 3)]
+    with pytest.raises(ValueError, match="twice"):
+        check(h)

@@ -96,3 +96,11 @@ def test_majorities_ring() -> None:
     views = [frozenset(set(NAMES5) - g[x]) for x in NAMES5]
     assert all(len(v) == 3 for v in views)
     assert len(set(views)) == 5  # no two nodes see the same majority
+
+
+@pytest.mark.parametrize("names", [NAMES3, NAMES5])
+def test_leader_minority(names) -> None:
+    g = partition_grudge("leader-minority", names, random.Random(4), "n3")
+    minority = {x for x in names if "n3" not in g[x]}
+    assert "n3" in minority and len(minority) == (len(names) - 1) // 2
+    assert all(g[x] == set(names) - minority for x in minority)
