@@ -80,67 +80,11 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
     """Start serving over storage the caller opened (see ``member_dir`` for the layout)."""
     snap_dir = member_dir(config) / "snap"
     snap_dir.mkdir(parents=True, exist_ok=True)
-    ids = config.member_ids()
-    bootstrap_log(raft_log, list(ids.values()))
-    driver_config = DriverConfig(
-        member_id=config.member_id,
-        cluster_id=config.cluster_id,
-        tick_interval_ms=config.heartbeat_interval_ms,
-        election_ticks=config.election_ticks,
-        snapshot_count=config.snapshot_count,
-        unsafe_local_reads=config.unsafe_local_reads,
-    )
-    if config.unsafe_local_reads:
-        logger.warning(
-            "--experimental-unsafe-local-reads is on: linearizable reads are served from local "
-            "state without ReadIndex and CAN RETURN STALE DATA; use it only to test checkers"
-        )
-    driver = NodeDriver(
-        driver_config,
-        raft_log,
-        KVStateMachine(backend, quota_bytes=config.quota_backend_bytes),
-        _members(config),
-        db_path=member_dir(config) / "kv" / "data.mdb",
-        members_path=member_dir(config) / "members.json",
-        received_snapshots=ReceivedSnapshots(snap_dir),
-        rng=random.Random(),
-    )
-    peers = {
-        ids[name]: host_port(urls[0])
-        for name, urls in config.initial_cluster.items()
-        if name != config.name
-    }
-    transport = GrpcTransport(
-        member_id=config.member_id,
-        cluster_id=config.cluster_id,
-        peers=peers,
-        handler=driver,
-    )
+    driver = _build_driver(config, raft_log, backend, snap_dir)
+    transport = _build_transport(config, driver)
     driver.attach_transport(transport)
-
-    peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
-    peer_pb2_grpc.add_RaftServicer_to_server(
-        PeerService(
-            member_id=config.member_id,
-            cluster_id=config.cluster_id,
-            handler=driver,
-            snap_dir=snap_dir,
-        ),
-        peer_server,
-    )
-    for url in config.listen_peer_urls:
-        _listen(peer_server, url, "listen-peer-urls")
-
-    client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
-    add_client_services(
-        client_server,
-        driver,
-        max_request_bytes=config.max_request_bytes,
-        request_timeout_s=config.request_timeout_s,
-        watch_progress_notify_interval_s=config.watch_progress_notify_interval_ms / 1000,
-    )
-    for url in config.listen_client_urls:
-        _listen(client_server, url, "listen-client-urls")
+    peer_server = _build_peer_server(config, driver, snap_dir)
+    client_server = _build_client_server(config, driver)
 
     await peer_server.start()
     await transport.start()
@@ -154,6 +98,84 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         ",".join(config.listen_peer_urls),
     )
     return RunningNode(driver, transport, peer_server, client_server, raft_log, backend)
+
+
+def _build_driver(
+    config: ServerConfig, raft_log: DurableLog, backend: KVBackend, snap_dir: Path
+) -> NodeDriver:
+    """The member's driver over its storage, the log bootstrapped with the initial cluster."""
+    bootstrap_log(raft_log, list(config.member_ids().values()))
+    driver_config = DriverConfig(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        tick_interval_ms=config.heartbeat_interval_ms,
+        election_ticks=config.election_ticks,
+        snapshot_count=config.snapshot_count,
+        unsafe_local_reads=config.unsafe_local_reads,
+    )
+    if config.unsafe_local_reads:
+        logger.warning(
+            "--experimental-unsafe-local-reads is on: linearizable reads are served from local "
+            "state without ReadIndex and CAN RETURN STALE DATA; use it only to test checkers"
+        )
+    return NodeDriver(
+        driver_config,
+        raft_log,
+        KVStateMachine(backend, quota_bytes=config.quota_backend_bytes),
+        _members(config),
+        db_path=member_dir(config) / "kv" / "data.mdb",
+        members_path=member_dir(config) / "members.json",
+        received_snapshots=ReceivedSnapshots(snap_dir),
+        rng=random.Random(),
+    )
+
+
+def _build_transport(config: ServerConfig, driver: NodeDriver) -> GrpcTransport:
+    """The sending side of the peer transport: one stream to each other initial member."""
+    ids = config.member_ids()
+    peers = {
+        ids[name]: host_port(urls[0])
+        for name, urls in config.initial_cluster.items()
+        if name != config.name
+    }
+    return GrpcTransport(
+        member_id=config.member_id,
+        cluster_id=config.cluster_id,
+        peers=peers,
+        handler=driver,
+    )
+
+
+def _build_peer_server(config: ServerConfig, driver: NodeDriver, snap_dir: Path) -> grpc.aio.Server:
+    """The receiving side of the peer transport, bound to the peer URLs (not started)."""
+    peer_server = grpc.aio.server(options=PEER_SERVER_OPTIONS)
+    peer_pb2_grpc.add_RaftServicer_to_server(
+        PeerService(
+            member_id=config.member_id,
+            cluster_id=config.cluster_id,
+            handler=driver,
+            snap_dir=snap_dir,
+        ),
+        peer_server,
+    )
+    for url in config.listen_peer_urls:
+        _listen(peer_server, url, "listen-peer-urls")
+    return peer_server
+
+
+def _build_client_server(config: ServerConfig, driver: NodeDriver) -> grpc.aio.Server:
+    """etcd's client API over the driver, bound to the client URLs (not started)."""
+    client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
+    add_client_services(
+        client_server,
+        driver,
+        max_request_bytes=config.max_request_bytes,
+        request_timeout_s=config.request_timeout_s,
+        watch_progress_notify_interval_s=config.watch_progress_notify_interval_ms / 1000,
+    )
+    for url in config.listen_client_urls:
+        _listen(client_server, url, "listen-client-urls")
+    return client_server
 
 
 async def run_node(
