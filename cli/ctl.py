@@ -9,29 +9,35 @@ endpoints use TLS too.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
+from raftkv_cli.printers import (
+    header_json,
+    kv_json,
+    print_endpoint_status,
+    print_event_simple,
+    print_members,
+    print_range_simple,
+    print_txn_simple,
+    range_json,
+    text,
+    txn_json,
+    watch_response_json,
+)
 
 from raftkv.client import (
     Client,
     ClientError,
     Compare,
-    DeleteResult,
-    Event,
-    Header,
-    KeyValue,
     OutcomeUnknown,
-    PutResult,
-    RangeResult,
+    StatusResult,
     Txn,
-    TxnResult,
     WatchCompacted,
     create_revision,
     delete,
@@ -42,7 +48,6 @@ from raftkv.client import (
     value,
     version,
 )
-from raftkv.client.types import OpResult
 from raftkv.errors import ConfigError
 
 __all__ = ["COMMANDS"]
@@ -113,103 +118,6 @@ def _fail(exc: BaseException) -> NoReturn:
     sys.exit(1)
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _hdr(h: Header) -> dict[str, int]:
-    return {
-        "cluster_id": h.cluster_id,
-        "member_id": h.member_id,
-        "revision": h.revision,
-        "raft_term": h.raft_term,
-    }
-
-
-def _kv_json(kv: KeyValue) -> dict[str, Any]:
-    out: dict[str, Any] = {"key": _b64(kv.key)}
-    for name in ("create_revision", "mod_revision", "version"):
-        if getattr(kv, name):
-            out[name] = getattr(kv, name)
-    if kv.value:
-        out["value"] = _b64(kv.value)
-    if kv.lease:
-        out["lease"] = kv.lease
-    return out
-
-
-def _text(b: bytes) -> str:
-    return b.decode(errors="replace")
-
-
-def _range_json(r: RangeResult) -> dict[str, Any]:
-    out: dict[str, Any] = {"header": _hdr(r.header)}
-    if r.kvs:
-        out["kvs"] = [_kv_json(kv) for kv in r.kvs]
-    if r.more:
-        out["more"] = True
-    out["count"] = r.count
-    return out
-
-
-def _op_json(r: OpResult) -> dict[str, Any]:
-    if isinstance(r, RangeResult):
-        return {"Response": {"response_range": _range_json(r)}}
-    if isinstance(r, PutResult):
-        return {"Response": {"response_put": {"header": _hdr(r.header)}}}
-    if isinstance(r, DeleteResult):
-        return {
-            "Response": {"response_delete_range": {"header": _hdr(r.header), "deleted": r.deleted}}
-        }
-    return {"Response": {"response_txn": _txn_json(r)}}
-
-
-def _txn_json(r: TxnResult) -> dict[str, Any]:
-    out: dict[str, Any] = {"header": _hdr(r.header)}
-    if r.succeeded:
-        out["succeeded"] = True
-    out["responses"] = [_op_json(x) for x in r.responses]
-    return out
-
-
-def _print_range_simple(r: RangeResult, keys_only: bool = False) -> None:
-    for kv in r.kvs:
-        click.echo(_text(kv.key))
-        if not keys_only:
-            click.echo(_text(kv.value))
-    if not r.kvs and r.count and not keys_only:
-        click.echo(r.count)
-
-
-def _print_op_simple(r: OpResult) -> None:
-    if isinstance(r, RangeResult):
-        _print_range_simple(r)
-    elif isinstance(r, PutResult):
-        click.echo("OK")
-    elif isinstance(r, DeleteResult):
-        click.echo(r.deleted)
-    else:
-        _print_txn_simple(r)
-
-
-def _print_txn_simple(r: TxnResult) -> None:
-    click.echo("SUCCESS" if r.succeeded else "FAILURE")
-    for op in r.responses:
-        click.echo()
-        _print_op_simple(op)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def line(r: Sequence[str]) -> str:
-        return "|" + "|".join(f" {c:^{w}} " for c, w in zip(r, widths, strict=True)) + "|"
-
-    return "\n".join([sep, line([h.upper() for h in headers]), sep, *(line(r) for r in cells), sep])
-
-
 # -- get / put / del ------------------------------------------------------------------------------
 
 
@@ -254,14 +162,14 @@ def get_command(key: str, range_end: str | None, **kw: Any) -> None:
         except ClientError as e:
             _fail(e)
     if out == "json":
-        click.echo(json.dumps(_range_json(r)))
+        click.echo(json.dumps(range_json(r)))
     elif kw["count_only"]:
         click.echo(r.count)
     elif kw["print_value_only"]:
         for kv in r.kvs:
-            click.echo(_text(kv.value))
+            click.echo(text(kv.value))
     else:
-        _print_range_simple(r, kw["keys_only"])
+        print_range_simple(r, kw["keys_only"])
 
 
 @click.command("put")
@@ -290,15 +198,15 @@ def put_command(key: str, value: str | None, **kw: Any) -> None:
         except ClientError as e:
             _fail(e)
     if out == "json":
-        d: dict[str, Any] = {"header": _hdr(r.header)}
+        d: dict[str, Any] = {"header": header_json(r.header)}
         if r.prev_kv:
-            d["prev_kv"] = _kv_json(r.prev_kv)
+            d["prev_kv"] = kv_json(r.prev_kv)
         click.echo(json.dumps(d))
         return
     click.echo("OK")
     if r.prev_kv is not None:
-        click.echo(_text(r.prev_kv.key))
-        click.echo(_text(r.prev_kv.value))
+        click.echo(text(r.prev_kv.key))
+        click.echo(text(r.prev_kv.value))
 
 
 @click.command("del")
@@ -319,15 +227,15 @@ def del_command(key: str, range_end: str | None, **kw: Any) -> None:
         except ClientError as e:
             _fail(e)
     if out == "json":
-        d: dict[str, Any] = {"header": _hdr(r.header), "deleted": r.deleted}
+        d: dict[str, Any] = {"header": header_json(r.header), "deleted": r.deleted}
         if r.prev_kvs:
-            d["prev_kvs"] = [_kv_json(kv) for kv in r.prev_kvs]
+            d["prev_kvs"] = [kv_json(kv) for kv in r.prev_kvs]
         click.echo(json.dumps(d))
         return
     click.echo(r.deleted)
     for kv in r.prev_kvs:
-        click.echo(_text(kv.key))
-        click.echo(_text(kv.value))
+        click.echo(text(kv.key))
+        click.echo(text(kv.value))
 
 
 # -- txn ------------------------------------------------------------------------------------------
@@ -430,21 +338,12 @@ def txn_command(
         except ClientError as e:
             _fail(e)
     if out == "json":
-        click.echo(json.dumps(_txn_json(r)))
+        click.echo(json.dumps(txn_json(r)))
     else:
-        _print_txn_simple(r)
+        print_txn_simple(r)
 
 
 # -- watch ----------------------------------------------------------------------------------------
-
-
-def _event_simple(e: Event, prev: bool) -> None:
-    click.echo(e.type.name)
-    if prev and e.prev_kv is not None:
-        click.echo(_text(e.prev_kv.key))
-        click.echo(_text(e.prev_kv.value))
-    click.echo(_text(e.kv.key))
-    click.echo(_text(e.kv.value))
 
 
 @click.command("watch")
@@ -470,20 +369,12 @@ def watch_command(key: str, range_end: str | None, **kw: Any) -> None:
         try:
             for resp in w:
                 if out == "json":
-                    d: dict[str, Any] = {"Header": _hdr(resp.header), "Events": []}
-                    for e in resp.events:
-                        ev: dict[str, Any] = {"kv": _kv_json(e.kv)}
-                        if e.type:
-                            ev["type"] = int(e.type)
-                        if e.prev_kv is not None:
-                            ev["prev_kv"] = _kv_json(e.prev_kv)
-                        d["Events"].append(ev)
-                    click.echo(json.dumps(d), nl=True)
+                    click.echo(json.dumps(watch_response_json(resp)), nl=True)
                 elif resp.is_progress_notify:
                     continue
                 else:
                     for e in resp.events:
-                        _event_simple(e, kw["prev_kv"])
+                        print_event_simple(e, kw["prev_kv"])
                 sys.stdout.flush()
         except WatchCompacted as e:
             click.echo(f"watch was canceled ({e})", err=True)
@@ -510,7 +401,7 @@ def compact_command(revision: int, physical: bool, **kw: Any) -> None:
         except ClientError as e:
             _fail(e)
     if out == "json":
-        click.echo(json.dumps({"header": _hdr(r.header)}))
+        click.echo(json.dumps({"header": header_json(r.header)}))
     else:
         click.echo(f"compacted revision {revision}")
 
@@ -531,36 +422,7 @@ def member_list_command(as_hex: bool, **kw: Any) -> None:
             r = c.member_list()
         except ClientError as e:
             _fail(e)
-    if out == "json":
-        members = [
-            {
-                "ID": f"{m.id:x}" if as_hex else m.id,
-                "name": m.name,
-                "peerURLs": list(m.peer_urls),
-                "clientURLs": list(m.client_urls),
-                **({"isLearner": True} if m.is_learner else {}),
-            }
-            for m in r.members
-        ]
-        click.echo(json.dumps({"header": _hdr(r.header), "members": members}))
-        return
-    rows = [
-        (
-            f"{m.id:x}",
-            "started" if m.name else "unstarted",
-            m.name,
-            ",".join(m.peer_urls),
-            ",".join(m.client_urls),
-            str(m.is_learner).lower(),
-        )
-        for m in r.members
-    ]
-    if out == "table":
-        cols = ("ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER")
-        click.echo(_table(cols, rows))
-    else:
-        for row in rows:
-            click.echo(", ".join(row))
+    print_members(r, out, as_hex=as_hex)
 
 
 @click.group("endpoint")
@@ -574,71 +436,17 @@ def endpoint_status_command(**kw: Any) -> None:
     """Maintenance.Status of every endpoint."""
     out = kw.pop("write_out")
     failed = False
-    rows: list[Any] = []
+    statuses: list[StatusResult] = []
     with _client(kw) as c:
         for ep in c.endpoints:
             try:
-                rows.append(c.status(ep))
+                statuses.append(c.status(ep))
             except ClientError as e:
                 click.echo(f"Failed to get the status of endpoint {ep} ({e})", err=True)
                 failed = True
-    if out == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "Endpoint": s.endpoint,
-                        "Status": {
-                            "header": _hdr(s.header),
-                            "version": s.version,
-                            "dbSize": s.db_size,
-                            "leader": s.leader,
-                            "raftIndex": s.raft_index,
-                            "raftTerm": s.raft_term,
-                            "raftAppliedIndex": s.raft_applied_index,
-                            "dbSizeInUse": s.db_size_in_use,
-                            **({"errors": list(s.errors)} if s.errors else {}),
-                        },
-                    }
-                    for s in rows
-                ]
-            )
-        )
-    else:
-        table = [
-            (
-                s.endpoint,
-                f"{s.header.member_id:x}",
-                s.version,
-                _size(s.db_size),
-                str(s.header.member_id == s.leader).lower(),
-                str(s.is_learner).lower(),
-                s.raft_term,
-                s.raft_index,
-                s.raft_applied_index,
-                ", ".join(s.errors),
-            )
-            for s in rows
-        ]
-        if out == "table":
-            cols = (
-                "ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER",
-                "RAFT TERM", "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS",
-            )  # fmt: skip
-            click.echo(_table(cols, table))
-        else:
-            for row in table:
-                click.echo(", ".join(str(x) for x in row))
+    print_endpoint_status(statuses, out)
     if failed:
         sys.exit(1)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
 
 
 COMMANDS: list[click.Command] = [

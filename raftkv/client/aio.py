@@ -1,16 +1,8 @@
 """``AsyncClient``: etcd's v3 API over grpc.aio, with failover that never guesses.
 
-Failover rules:
-
-* A call goes to the current endpoint; the channel must be READY before anything is sent (a
-  member that cannot be reached within ``connect_timeout_s`` is skipped, nothing was sent).
-* Reads (Range, read-only Txn, MemberList, Status) are retried on other members until their
-  deadline: repeating a read is harmless.
-* Writes are retried only when the error proves they were not applied: the connection could
-  not be made, or the member said "no leader" / "not leader" / "leader changed" / "too many
-  requests" (rejected before proposing). Any other failure after the request may have gone
-  out (a timeout, "request timed out", a broken connection) raises ``OutcomeUnknown``.
-* Watches resume on another member from the last delivered revision + 1 (see :class:`Watch`).
+Which member a call tries next, and which failures may be retried, is the failover policy in
+:mod:`raftkv.client.failover`; the watch that resumes on another member is
+:class:`~raftkv.client.watch.AsyncWatch`.
 """
 
 from __future__ import annotations
@@ -18,29 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
 
-from raftkv.client.errors import (
-    ClientTimeout,
-    EtcdError,
-    OutcomeUnknown,
-    Unavailable,
-    WatchCanceled,
-    WatchCompacted,
+from raftkv.client.errors import Unavailable
+from raftkv.client.failover import (
+    DEFAULT_TIMEOUT_S,
+    Endpoint,
+    EndpointRing,
+    no_member_answered,
+    raise_unless_retryable,
 )
 from raftkv.client.txn import Txn, prefix_end
 from raftkv.client.types import (
     CompactResult,
     DeleteResult,
-    Event,
-    EventType,
     Header,
     KeyValue,
     Member,
@@ -50,31 +38,23 @@ from raftkv.client.types import (
     RangeResult,
     StatusResult,
     TxnResult,
-    WatchResponse,
 )
+from raftkv.client.watch import AsyncWatch
 from raftkv.errors import ConfigError
 from raftkv.pb.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
-__all__ = ["AsyncClient", "AsyncWatch", "channel_options", "parse_endpoint"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "AsyncClient",
+    "AsyncWatch",
+    "channel_options",
+    "connect",
+    "parse_endpoint",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 5.0
 _T = TypeVar("_T")
-
-_DEFINITE_NOT_APPLIED = (
-    "etcdserver: no leader",
-    "etcdserver: not leader",
-    "etcdserver: leader changed",
-    "etcdserver: too many requests",
-)
-_NOT_CONNECTED = (
-    "failed to connect to all addresses",
-    "connection refused",
-    "dns resolution failed",
-    "no address available",
-    "no connection available",
-)
 
 _SORT_ORDER = {"none": 0, "ascend": 1, "descend": 2}
 _SORT_TARGET = {"key": 0, "version": 1, "create": 2, "mod": 3, "value": 4}
@@ -144,10 +124,6 @@ def _txn_result(r: rpc_pb2.TxnResponse) -> TxnResult:
     )
 
 
-def _event(e: Any) -> Event:
-    return Event(EventType(e.type), _kv(e.kv), _kv(e.prev_kv) if e.HasField("prev_kv") else None)
-
-
 def _b(x: bytes | str) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
@@ -176,38 +152,6 @@ def _txn_is_read_only(t: rpc_pb2.TxnRequest) -> bool:
         elif which != "request_range":
             return False
     return True
-
-
-class _Kind:
-    NOT_SENT = "not-sent"  # definitely not applied: safe to retry anything
-    DEFINITE = "definite"  # the server's answer: raise it
-    UNKNOWN = "unknown"  # may have been applied
-
-
-def _classify(e: grpc.aio.AioRpcError) -> str:
-    code = e.code()
-    details = (e.details() or "").lower()
-    if any(d in details for d in _DEFINITE_NOT_APPLIED):
-        return _Kind.NOT_SENT
-    if code == grpc.StatusCode.UNAVAILABLE and any(d in details for d in _NOT_CONNECTED):
-        return _Kind.NOT_SENT
-    if code in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-    ):
-        return _Kind.UNKNOWN
-    return _Kind.DEFINITE
-
-
-@dataclass
-class _Endpoint:
-    target: str
-    tls: bool
-    channel: aio.Channel | None = None
-    down_until: float = 0.0
 
 
 class AsyncClient:
@@ -248,8 +192,7 @@ class AsyncClient:
         self._creds: grpc.ChannelCredentials | None = None
         if self._tls or any(parse_endpoint(e)[1] for e in endpoints):
             self._creds = grpc.ssl_channel_credentials(_read(ca_cert), _read(key), _read(cert))
-        self._endpoints = [_Endpoint(*parse_endpoint(e)) for e in endpoints]
-        self._current = random.randrange(len(self._endpoints))
+        self._ring = EndpointRing([Endpoint(*parse_endpoint(e)) for e in endpoints])
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -262,16 +205,16 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
-        for ep in self._endpoints:
+        for ep in self._ring.endpoints:
             if ep.channel is not None:
                 await ep.channel.close()
                 ep.channel = None
 
     @property
     def endpoints(self) -> list[str]:
-        return [ep.target for ep in self._endpoints]
+        return [ep.target for ep in self._ring.endpoints]
 
-    def _channel(self, ep: _Endpoint) -> aio.Channel:
+    def _channel(self, ep: Endpoint) -> aio.Channel:
         if ep.channel is None:
             if self._creds is not None or ep.tls:
                 creds = self._creds or grpc.ssl_channel_credentials()
@@ -285,23 +228,7 @@ class AsyncClient:
         # gRPC does not tell a refused handshake from a refused connection; with TLS, say both.
         return " (no connection, or the TLS handshake failed)" if self._creds else ""
 
-    def _order(self) -> list[_Endpoint]:
-        """Endpoints to try: the current one first, then the others, healthy ones first."""
-        n = len(self._endpoints)
-        ring = [self._endpoints[(self._current + i) % n] for i in range(n)]
-        now = time.monotonic()
-        return sorted(ring, key=lambda ep: ep.down_until > now)
-
-    def _mark_down(self, ep: _Endpoint) -> None:
-        ep.down_until = time.monotonic() + 1.0
-        if self._endpoints[self._current] is ep:
-            self._current = (self._current + 1) % len(self._endpoints)
-
-    def _use(self, ep: _Endpoint) -> None:
-        ep.down_until = 0.0
-        self._current = self._endpoints.index(ep)
-
-    async def _ready(self, ep: _Endpoint, deadline: float) -> aio.Channel | None:
+    async def _ready(self, ep: Endpoint, deadline: float) -> aio.Channel | None:
         ch = self._channel(ep)
         wait = min(self.connect_timeout_s, deadline - time.monotonic())
         if wait <= 0:
@@ -328,10 +255,10 @@ class AsyncClient:
         last: BaseException | None = None
         attempt = 0
         while True:
-            candidates = self._order()
+            candidates = self._ring.order()
             if endpoint is not None:
-                candidates = [ep for ep in self._endpoints if ep.target == endpoint] or [
-                    _Endpoint(*parse_endpoint(endpoint))
+                candidates = [ep for ep in self._ring.endpoints if ep.target == endpoint] or [
+                    Endpoint(*parse_endpoint(endpoint))
                 ]
             for ep in candidates:
                 remaining = deadline - time.monotonic()
@@ -339,7 +266,7 @@ class AsyncClient:
                     break
                 ch = await self._ready(ep, deadline)
                 if ch is None:
-                    self._mark_down(ep)
+                    self._ring.mark_down(ep)
                     last = Unavailable(f"{ep.target}: not reachable{self._why_unreachable}")
                     continue
                 remaining = deadline - time.monotonic()
@@ -348,31 +275,17 @@ class AsyncClient:
                 try:
                     result = await make(ch)(request, timeout=remaining)
                 except aio.AioRpcError as e:
-                    kind = _classify(e)
-                    if kind == _Kind.DEFINITE:
-                        raise EtcdError(e.code().name, e.details() or "") from None
-                    if kind == _Kind.UNKNOWN and not safe:
-                        raise OutcomeUnknown(
-                            f"{ep.target}: {e.code().name}: {e.details()}; "
-                            "the write may or may not have been applied"
-                        ) from None
-                    self._mark_down(ep)
+                    raise_unless_retryable(e, ep.target, safe=safe)
+                    self._ring.mark_down(ep)
                     last = e
                     continue
-                self._use(ep)
+                self._ring.use(ep)
                 return result
             if time.monotonic() >= deadline:
                 break
             attempt += 1
             await asyncio.sleep(min(0.05 * 2**attempt, 0.5, max(0.0, deadline - time.monotonic())))
-        detail = (
-            f": {last.code().name}: {last.details()}"
-            if isinstance(last, aio.AioRpcError)
-            else (f": {last}" if last else "")
-        )
-        if safe:
-            raise ClientTimeout(f"no member answered within {timeout} s{detail}")
-        raise Unavailable(f"write not applied: no member accepted it within {timeout} s{detail}")
+        raise no_member_answered(last, timeout, safe=safe)
 
     # -- KV -------------------------------------------------------------------------------------
 
@@ -507,7 +420,7 @@ class AsyncClient:
         used: list[str] = []
 
         def make(ch: aio.Channel) -> Any:
-            for ep in self._endpoints:
+            for ep in self._ring.endpoints:
                 if ep.channel is ch:
                     used.append(ep.target)
             return rpc_pb2_grpc.MaintenanceStub(ch).Status
@@ -565,13 +478,13 @@ class AsyncClient:
 
     async def _open_watch(
         self, create: rpc_pb2.WatchCreateRequest, deadline: float
-    ) -> tuple[Any, _Endpoint]:
+    ) -> tuple[Any, Endpoint]:
         """A watch stream on some reachable member, with ``create`` sent; before its reply."""
         while True:
-            for ep in self._order():
+            for ep in self._ring.order():
                 ch = await self._ready(ep, deadline)
                 if ch is None:
-                    self._mark_down(ep)
+                    self._ring.mark_down(ep)
                     continue
                 md = (("hasleader", "true"),) if self.require_leader else None
                 call = rpc_pb2_grpc.WatchStub(ch).Watch(metadata=md)
@@ -580,7 +493,7 @@ class AsyncClient:
                 except Exception as e:  # stream broke at once; try another member
                     logger.debug("watch on %s failed to open: %r", ep.target, e)
                     call.cancel()
-                    self._mark_down(ep)
+                    self._ring.mark_down(ep)
                     continue
                 return call, ep
             if time.monotonic() >= deadline:
@@ -593,152 +506,6 @@ def _read(x: str | bytes | None) -> bytes | None:
         return x
     with open(x, "rb") as f:
         return f.read()
-
-
-class AsyncWatch:
-    """Async iterator of :class:`WatchResponse`.
-
-    Tracks the next revision it needs (last delivered event + 1, or a progress notification's
-    revision + 1, or the created response's revision + 1 for a watch "from now"). When the
-    stream breaks, the member dies or loses its leader, it opens a new stream on any member from
-    that revision: no event is lost or repeated. If that revision was compacted it raises
-    :class:`WatchCompacted`. ``reconnect_timeout_s`` bounds how long it keeps trying.
-    """
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        create: rpc_pb2.WatchCreateRequest,
-        reconnect_timeout_s: float = 60.0,
-    ) -> None:
-        self._client = client
-        self._create = create
-        self.next_revision = create.start_revision if create.start_revision > 0 else 0
-        self.reconnect_timeout_s = reconnect_timeout_s
-        self.endpoint: str | None = None
-        self.resumes = 0
-        self._call: Any = None
-        self._closed = False
-        self._frags: list[Any] = []
-        self._created = asyncio.Event()
-
-    def __aiter__(self) -> AsyncIterator[WatchResponse]:
-        return self._iterate()
-
-    async def __aenter__(self) -> AsyncWatch:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.cancel()
-
-    async def cancel(self) -> None:
-        self._closed = True
-        if self._call is not None:
-            self._call.cancel()
-            self._call = None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def wait_created(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        """Wait until the server confirmed the watch (only while iterating)."""
-        await asyncio.wait_for(self._created.wait(), timeout_s)
-
-    def _request(self) -> rpc_pb2.WatchCreateRequest:
-        req = rpc_pb2.WatchCreateRequest()
-        req.CopyFrom(self._create)
-        if self.next_revision > 0:
-            req.start_revision = self.next_revision
-        return req
-
-    async def request_progress(self) -> None:
-        if self._call is not None:
-            await self._call.write(
-                rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
-            )
-
-    async def _iterate(self) -> AsyncIterator[WatchResponse]:
-        first = True
-        while not self._closed:
-            deadline = time.monotonic() + self.reconnect_timeout_s
-            try:
-                call, ep = await self._client._open_watch(self._request(), deadline)
-            except Unavailable:
-                raise
-            self._call = call
-            self.endpoint = ep.target
-            if not first:
-                self.resumes += 1
-            first = False
-            try:
-                async for out in self._read(call):
-                    yield out
-            except (WatchCompacted, WatchCanceled):
-                raise
-            except aio.AioRpcError as e:
-                if self.closed:
-                    return
-                logger.info(
-                    "watch on %s broke (%s: %s); resuming from revision %d",
-                    ep.target, e.code().name, e.details(), self.next_revision,
-                )  # fmt: skip
-                self._client._mark_down(ep)
-            finally:
-                call.cancel()
-                self._call = None
-                self._frags = []
-            if not self._closed:
-                await asyncio.sleep(0.05)
-
-    async def _read(self, call: Any) -> AsyncIterator[WatchResponse]:
-        while True:
-            r = await call.read()
-            if r is aio.EOF:
-                raise aio.AioRpcError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    aio.Metadata(),
-                    aio.Metadata(),
-                    details="watch stream ended",
-                )
-            if r.created and not r.canceled:
-                self._created.set()
-                if self.next_revision <= 0:
-                    # A watch "from now": anything after the creation revision is ours.
-                    self.next_revision = r.header.revision + 1
-                continue
-            if r.canceled:
-                if r.compact_revision:
-                    raise WatchCompacted(r.compact_revision, self.next_revision)
-                if "no leader" in r.cancel_reason:
-                    raise aio.AioRpcError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        aio.Metadata(),
-                        aio.Metadata(),
-                        details=r.cancel_reason,
-                    )
-                raise WatchCanceled(r.cancel_reason)
-            if r.fragment:
-                self._frags.append(r)
-                continue
-            if self._frags:
-                parts = [*self._frags, r]
-                self._frags = []
-                events = [e for p in parts for e in p.events]
-            else:
-                events = list(r.events)
-            hdr = Header.from_pb(r.header)
-            if not events:
-                if r.watch_id == -1 or not r.events:
-                    # progress notification: everything up to header.revision was delivered
-                    self.next_revision = max(self.next_revision, hdr.revision + 1)
-                    yield WatchResponse(hdr, ())
-                continue
-            out = tuple(_event(e) for e in events if e.kv.mod_revision >= self.next_revision)
-            if not out:
-                continue
-            self.next_revision = out[-1].kv.mod_revision + 1
-            yield WatchResponse(hdr, out)
 
 
 @contextlib.asynccontextmanager

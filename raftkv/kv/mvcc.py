@@ -1,28 +1,17 @@
 """etcd's MVCC key space over any :class:`~raftkv.kv.backend.KVBackend`.
 
-Data layout (no in-memory index: every lookup is a seek in the backend):
-
-``hist``  ``escape_key(key) + ~main + ~sub`` -> ``flags | create | version | lease | value``
-    Every stored version of every key, newest first within a key (the revision is stored
-    inverted). The newest version at or below revision R is the first record at or after
-    ``escape_key(key) + ~R``. A delete stores a tombstone (flag bit 0, no value).
-``rev``   ``main + sub`` -> ``escape_key(key)``
-    The change log in revision order: a watch catching up is one cursor scan from its start
-    revision, looking each change up in ``hist`` (and the version after it for ``prev_kv``).
-``meta``  ``rev`` (current main revision, starting at 1), ``compact`` (compacted revision).
-
-Compaction at C keeps, per key, the newest version at or below C unless it is a tombstone,
-removes all older versions, and drops ``rev`` records below C.
+The records it reads and writes, and the primitive seeks over them, are in
+:mod:`raftkv.kv.layout`; the evaluation of a txn's compares is in :mod:`raftkv.kv.compare`.
 """
 
 from __future__ import annotations
 
-import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from raftkv.kv.backend import HIST, META, REV, KVBackend, ReadTxn, WriteTxn
+from raftkv.kv.compare import compare_path
 from raftkv.kv.errors import (
     CompactedRevisionError,
     FutureRevisionError,
@@ -30,12 +19,25 @@ from raftkv.kv.errors import (
     LeaseNotFoundError,
 )
 from raftkv.kv.keys import escape_key, normalize_end, unescape_key, validate_request
+from raftkv.kv.layout import (
+    MAX_U64,
+    META_COMPACT,
+    META_REV,
+    REVISION,
+    TOMBSTONE_VALUE,
+    U64,
+    hist_value,
+    inverted,
+    is_tombstone,
+    kv_of,
+    live,
+    main_of,
+    meta_u64,
+    visible,
+)
 from raftkv.kv.types import (
     CompactionRequest,
     CompactionResponse,
-    Compare,
-    CompareResult,
-    CompareTarget,
     DeleteRangeRequest,
     DeleteRangeResponse,
     Event,
@@ -59,95 +61,6 @@ from raftkv.kv.types import (
 
 __all__ = ["MVCCStore", "Revisions", "hash_versions"]
 
-_MAX = (1 << 64) - 1
-_REV = struct.Struct(">QQ")
-_U64 = struct.Struct(">Q")
-_VAL = struct.Struct(">BQQq")  # flags, create_revision, version, lease
-_TOMBSTONE = 1
-_SKIP_AFTER = 4
-"""Older versions of one key to step over before seeking past them instead."""
-
-_K_REV = b"rev"
-_K_COMPACT = b"compact"
-
-
-def _inv(main: int, sub: int) -> bytes:
-    return _REV.pack(_MAX - main, _MAX - sub)
-
-
-def _main_of(hkey: bytes) -> int:
-    return _MAX - int(_U64.unpack_from(hkey, len(hkey) - 16)[0])
-
-
-def _hist_value(create: int, version: int, lease: int, value: bytes) -> bytes:
-    return _VAL.pack(0, create, version, lease) + value
-
-
-_TOMB_VALUE = _VAL.pack(_TOMBSTONE, 0, 0, 0)
-
-
-def _kv(user_key: bytes, hkey: bytes, hval: bytes, keys_only: bool = False) -> KeyValue:
-    _, create, version, lease = _VAL.unpack_from(hval)
-    value = b"" if keys_only else hval[_VAL.size :]
-    return KeyValue(user_key, create, _main_of(hkey), version, value, lease)
-
-
-def _is_tomb(hval: bytes) -> bool:
-    return bool(hval[0] & _TOMBSTONE)
-
-
-def _get_u64(txn: ReadTxn, key: bytes, default: int) -> int:
-    raw = txn.get(META, key)
-    return default if raw is None else int(_U64.unpack(raw)[0])
-
-
-def visible(
-    txn: ReadTxn, key: bytes, range_end: bytes, rev: int
-) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """``(escaped key, hist key, hist value)`` of each key live at ``rev``, in key order."""
-    start, end = normalize_end(key, range_end)
-    end_esc = None if end is None else escape_key(end)
-    seek_rev = _REV.pack(_MAX - rev, 0)
-    pos = escape_key(start)
-    while True:
-        restarted = False
-        decided: bytes | None = None
-        same = 0
-        for hk, hv in txn.scan(HIST, pos, end_esc):
-            k_esc = hk[:-16]
-            if k_esc == decided:
-                same += 1
-                if same > _SKIP_AFTER:
-                    pos = k_esc + b"\xff" * 17
-                    restarted = True
-                    break
-                continue
-            if _main_of(hk) > rev:
-                # Newer than the read revision: seek to this key's newest version <= rev.
-                pos = k_esc + seek_rev
-                if hk >= pos:
-                    pos = k_esc + b"\xff" * 17
-                restarted = True
-                decided = None
-                break
-            decided, same = k_esc, 0
-            if not _is_tomb(hv):
-                yield k_esc, hk, hv
-        if not restarted:
-            return
-
-
-def _latest(txn: ReadTxn, k_esc: bytes) -> tuple[bytes, bytes] | None:
-    """The newest record of a key (possibly a tombstone), or None if it never existed."""
-    for hk, hv in txn.scan(HIST, k_esc):
-        return (hk, hv) if hk[:-16] == k_esc else None
-    return None
-
-
-def _live(txn: ReadTxn, k_esc: bytes) -> tuple[bytes, bytes] | None:
-    rec = _latest(txn, k_esc)
-    return None if rec is None or _is_tomb(rec[1]) else rec
-
 
 class Revisions:
     """A write transaction's current and compacted revisions, read once for a batch of requests.
@@ -167,7 +80,7 @@ class Revisions:
     def flush(self, txn: WriteTxn) -> None:
         """Write the current revision, if a request moved it."""
         if self.current != self._stored:
-            txn.put(META, _K_REV, _U64.pack(self.current))
+            txn.put(META, META_REV, U64.pack(self.current))
             self._stored = self.current
 
 
@@ -181,11 +94,11 @@ class MVCCStore:
 
     @staticmethod
     def current_revision_in(txn: ReadTxn) -> int:
-        return _get_u64(txn, _K_REV, 1)
+        return meta_u64(txn, META_REV, 1)
 
     @staticmethod
     def compacted_revision_in(txn: ReadTxn) -> int:
-        return _get_u64(txn, _K_COMPACT, 0)
+        return meta_u64(txn, META_COMPACT, 0)
 
     def current_revision(self) -> int:
         with self.backend.read() as txn:
@@ -231,8 +144,8 @@ class MVCCStore:
             lo, hi = escape_key(start), None if end is None else escape_key(end)
             out: list[Event] = []
             last_main = start_revision - 1
-            for rk, k_esc in txn.scan(REV, _REV.pack(start_revision, 0)):
-                main, sub = _REV.unpack(rk)
+            for rk, k_esc in txn.scan(REV, REVISION.pack(start_revision, 0)):
+                main, sub = REVISION.unpack(rk)
                 if len(out) >= max_events and main != last_main:
                     return WatchBatch(tuple(out), main)
                 last_main = main
@@ -277,13 +190,13 @@ class MVCCStore:
         if isinstance(req, PutRequest):
             _check_lease(txn, req.lease)  # etcd's Put looks the lease up first, a txn second
             missing = req.ignore_value or req.ignore_lease
-            if missing and _live(txn, escape_key(req.key)) is None:
+            if missing and live(txn, escape_key(req.key)) is None:
                 raise KeyNotFoundError()
             resp = w.put(req)
         elif isinstance(req, DeleteRangeRequest):
             resp = w.delete_range(req)
         else:
-            path = _compare_path(txn, req, w.cur)
+            path = compare_path(txn, req, w.cur)
             _precheck(txn, req, path, w.cur, w.compacted)
             resp = w.run_txn(req, path)
         if w.sub:
@@ -298,13 +211,13 @@ def hash_versions(versions: Iterable[tuple[bytes, bytes]], rev: int) -> int:
     ``rev``; a backup's status hashes its image with it, so the two can be compared."""
     h = zlib.crc32(b"raftkv-hashkv")
     for hk, hv in versions:
-        if _main_of(hk) <= rev:
+        if main_of(hk) <= rev:
             h = zlib.crc32(hv, zlib.crc32(hk, h))
     return h
 
 
 def _event(txn: ReadTxn, k_esc: bytes, main: int, sub: int, prev_kv: bool) -> Event | None:
-    hk = k_esc + _inv(main, sub)
+    hk = k_esc + inverted(main, sub)
     user_key = unescape_key(k_esc)
     prev: KeyValue | None = None
     rec: tuple[bytes, bytes] | None = None
@@ -316,14 +229,14 @@ def _event(txn: ReadTxn, k_esc: bytes, main: int, sub: int, prev_kv: bool) -> Ev
             if not prev_kv:
                 break
             continue
-        if k[:-16] == k_esc and not _is_tomb(v):
-            prev = _kv(user_key, k, v)
+        if k[:-16] == k_esc and not is_tombstone(v):
+            prev = kv_of(user_key, k, v)
         break
     if rec is None:
         return None
-    if _is_tomb(rec[1]):
+    if is_tombstone(rec[1]):
         return Event(EventType.DELETE, KeyValue(user_key, mod_revision=main), prev, sub)
-    return Event(EventType.PUT, _kv(user_key, *rec), prev, sub)
+    return Event(EventType.PUT, kv_of(user_key, *rec), prev, sub)
 
 
 def range_in(
@@ -352,7 +265,7 @@ def range_in(
     for k_esc, hk, hv in visible(txn, req.key, req.range_end, rev):
         total += 1
         if not req.count_only and (fetch == 0 or len(kvs) < fetch):
-            kvs.append(_kv(unescape_key(k_esc), hk, hv, strip_now))
+            kvs.append(kv_of(unescape_key(k_esc), hk, hv, strip_now))
     if req.count_only:
         return RangeResponse(cur, (), False, total)
     if filtered:
@@ -398,58 +311,6 @@ def _sorted(kvs: list[KeyValue], order: SortOrder, target: SortTarget) -> list[K
 # -- txn helpers ----------------------------------------------------------------------------------
 
 
-def _compare_one(c: Compare, kv: KeyValue) -> bool:
-    if c.target == CompareTarget.VALUE:
-        diff = (kv.value > c.value) - (kv.value < c.value)
-    elif c.target == CompareTarget.VERSION:
-        diff = kv.version - c.version
-    elif c.target == CompareTarget.CREATE:
-        diff = kv.create_revision - c.create_revision
-    elif c.target == CompareTarget.MOD:
-        diff = kv.mod_revision - c.mod_revision
-    elif c.target == CompareTarget.LEASE:
-        diff = kv.lease - c.lease
-    else:
-        diff = 0  # an unnamed target: etcd's compareKV compares nothing
-    if c.result == CompareResult.EQUAL:
-        return diff == 0
-    if c.result == CompareResult.NOT_EQUAL:
-        return diff != 0
-    if c.result == CompareResult.GREATER:
-        return diff > 0
-    if c.result == CompareResult.LESS:
-        return diff < 0
-    return True  # an unnamed result: etcd's compareKV falls through to true
-
-
-def evaluate_compare(txn: ReadTxn, c: Compare, rev: int) -> bool:
-    """True if every key in the compare's range passes it (etcd's applyCompare)."""
-    found = False
-    for k_esc, hk, hv in visible(txn, c.key, c.range_end, rev):
-        found = True
-        if not _compare_one(c, _kv(unescape_key(k_esc), hk, hv)):
-            return False
-    if not found:
-        # A missing key compares as the zero KeyValue, except that VALUE always fails.
-        return c.target != CompareTarget.VALUE and _compare_one(c, KeyValue(c.key))
-    return True
-
-
-def _compare_path(txn: ReadTxn, req: TxnRequest, rev: int) -> list[bool]:
-    """Every compare outcome, outer then nested in execution order, all read before writing."""
-    path: list[bool] = []
-
-    def walk(t: TxnRequest) -> None:
-        ok = all(evaluate_compare(txn, c, rev) for c in t.compare)
-        path.append(ok)
-        for op in t.success if ok else t.failure:
-            if isinstance(op, TxnRequest):
-                walk(op)
-
-    walk(req)
-    return path
-
-
 def _check_lease(txn: ReadTxn, lease: int) -> None:
     """The one check that a put's lease exists (etcd's lessor lookup, at apply time). raftkv
     has no leases yet: every id but 0 (no lease) is refused, as etcd refuses an id it never
@@ -482,7 +343,7 @@ def _precheck(
     ops = _taken_ops(req, path)
     for op in ops:
         if isinstance(op, PutRequest):
-            if (op.ignore_value or op.ignore_lease) and _live(txn, escape_key(op.key)) is None:
+            if (op.ignore_value or op.ignore_lease) and live(txn, escape_key(op.key)) is None:
                 raise KeyNotFoundError()
             _check_lease(txn, op.lease)
     for op in ops:
@@ -504,8 +365,8 @@ class _Writer:
         self.sub = 0
 
     def _record(self, k_esc: bytes, value: bytes) -> None:
-        self.wtxn.put(HIST, k_esc + _inv(self.main, self.sub), value)
-        self.wtxn.put(REV, _REV.pack(self.main, self.sub), k_esc)
+        self.wtxn.put(HIST, k_esc + inverted(self.main, self.sub), value)
+        self.wtxn.put(REV, REVISION.pack(self.main, self.sub), k_esc)
         self.sub += 1
 
     @property
@@ -514,24 +375,24 @@ class _Writer:
 
     def put(self, req: PutRequest) -> PutResponse:
         k_esc = escape_key(req.key)
-        prev = _live(self.wtxn, k_esc)
-        prev_kv = None if prev is None else _kv(req.key, *prev)
+        prev = live(self.wtxn, k_esc)
+        prev_kv = None if prev is None else kv_of(req.key, *prev)
         if prev_kv is None:
             create, version = self.main, 1
         else:
             create, version = prev_kv.create_revision, prev_kv.version + 1
         value = prev_kv.value if req.ignore_value and prev_kv else req.value
         lease = prev_kv.lease if req.ignore_lease and prev_kv else req.lease
-        self._record(k_esc, _hist_value(create, version, lease, value))
+        self._record(k_esc, hist_value(create, version, lease, value))
         return PutResponse(self.main, prev_kv if req.prev_kv else None)
 
     def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
         doomed = [
-            (k_esc, _kv(unescape_key(k_esc), hk, hv))
+            (k_esc, kv_of(unescape_key(k_esc), hk, hv))
             for k_esc, hk, hv in visible(self.wtxn, req.key, req.range_end, self.view_rev)
         ]
         for k_esc, _ in doomed:
-            self._record(k_esc, _TOMB_VALUE)
+            self._record(k_esc, TOMBSTONE_VALUE)
         rev = self.main if self.sub else self.cur
         prevs = tuple(kv for _, kv in doomed) if req.prev_kv else ()
         return DeleteRangeResponse(rev, len(doomed), prevs)
@@ -584,8 +445,8 @@ def _stamp(resp: TxnResponse, rev: int) -> TxnResponse:
 
 def compact_in(txn: WriteTxn, revision: int) -> int:
     """Drop versions superseded at ``revision``; returns how many records were removed."""
-    seek = _REV.pack(_MAX - revision, 0)
-    end_rev = _REV.pack(revision + 1, 0)
+    seek = REVISION.pack(MAX_U64 - revision, 0)
+    end_rev = REVISION.pack(revision + 1, 0)
     removed = 0
     doomed_revs: list[bytes] = []
     for _rk, k_esc in txn.scan(REV, b"", end_rev):
@@ -597,17 +458,17 @@ def compact_in(txn: WriteTxn, revision: int) -> int:
                 break
             if kept is None:
                 kept = hk
-                if _is_tomb(hv):
+                if is_tombstone(hv):
                     older.append(hk)
                 continue
             older.append(hk)
         for hk in older:
             txn.delete(HIST, hk)
             removed += 1
-            if _main_of(hk) == revision:
-                doomed_revs.append(_REV.pack(revision, _MAX - int(_U64.unpack(hk[-8:])[0])))
-    removed += txn.delete_range(REV, b"", _REV.pack(revision, 0))
+            if main_of(hk) == revision:
+                doomed_revs.append(REVISION.pack(revision, MAX_U64 - int(U64.unpack(hk[-8:])[0])))
+    removed += txn.delete_range(REV, b"", REVISION.pack(revision, 0))
     for rk in doomed_revs:
         txn.delete(REV, rk)
-    txn.put(META, _K_COMPACT, _U64.pack(revision))
+    txn.put(META, META_COMPACT, U64.pack(revision))
     return removed

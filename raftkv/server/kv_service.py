@@ -25,8 +25,9 @@ from google.protobuf.message import Message
 
 from raftkv.errors import InternalError
 from raftkv.kv.backend import ReadTxn
+from raftkv.kv.compare import evaluate_compare
 from raftkv.kv.keys import validate_request
-from raftkv.kv.mvcc import MVCCStore, evaluate_compare, range_in
+from raftkv.kv.mvcc import MVCCStore, range_in
 from raftkv.kv.types import (
     CompactionResponse,
     DeleteRangeResponse,

@@ -169,12 +169,10 @@ def _peer_side(
     return transport, peer_server, peer_service
 
 
-async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBackend) -> RunningNode:
-    """Start serving over storage the caller opened (see ``member_dir`` for the layout)."""
-    snap_dir = member_dir(config) / "snap"
-    snap_dir.mkdir(parents=True, exist_ok=True)
-    ids = config.member_ids()
-    bootstrap_log(raft_log, list(ids.values()))
+def _build_driver(
+    config: ServerConfig, raft_log: DurableLog, backend: KVBackend, snap_dir: Path
+) -> NodeDriver:
+    bootstrap_log(raft_log, list(config.member_ids().values()))
     driver_config = DriverConfig(
         member_id=config.member_id,
         cluster_id=config.cluster_id,
@@ -188,7 +186,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
             "--experimental-unsafe-local-reads is on: linearizable reads are served from local "
             "state without ReadIndex and CAN RETURN STALE DATA; use it only to test checkers"
         )
-    driver = NodeDriver(
+    return NodeDriver(
         driver_config,
         raft_log,
         KVStateMachine(backend, quota_bytes=config.quota_backend_bytes),
@@ -198,9 +196,11 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         received_snapshots=ReceivedSnapshots(snap_dir),
         rng=random.Random(),
     )
-    transport, peer_server, peer_service = _peer_side(config, driver, snap_dir)
 
-    http = _http_server(config, driver)
+
+def _client_server(
+    config: ServerConfig, driver: NodeDriver, http: HttpServer | None
+) -> grpc.aio.Server:
     client_server = grpc.aio.server(options=client_server_options(config.max_request_bytes))
     add_client_services(
         client_server,
@@ -212,20 +212,44 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         rpc_stats=http.rpc_stats if http is not None else None,
     )
     _listen(client_server, config.listen_client_urls, "listen-client-urls", config.client_tls)
+    return client_server
+
+
+async def _start_http(config: ServerConfig, http: HttpServer) -> None:
+    await http.start(config.listen_client_http_urls, config.listen_metrics_urls)
+    logger.info(
+        "member %x serving HTTP (JSON gateway, /health, /version, /metrics) on %s; "
+        "/metrics, /health and /version on %s",
+        config.member_id,
+        ",".join(config.listen_client_http_urls) or "-",
+        ",".join(config.listen_metrics_urls) or "-",
+    )
+
+
+def _start_compactor(config: ServerConfig, driver: NodeDriver) -> asyncio.Task[None] | None:
+    policy = config.auto_compaction
+    if not policy.enabled:
+        return None
+    compactor = Compactor(driver, policy, timeout_s=config.request_timeout_s)
+    logger.info("auto compaction: %s, retention %s", policy.mode, config.auto_compaction_retention)
+    return asyncio.get_running_loop().create_task(compactor.run(), name="raftkv-auto-compaction")
+
+
+async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBackend) -> RunningNode:
+    """Start serving over storage the caller opened (see ``member_dir`` for the layout)."""
+    snap_dir = member_dir(config) / "snap"
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    driver = _build_driver(config, raft_log, backend, snap_dir)
+    transport, peer_server, peer_service = _peer_side(config, driver, snap_dir)
+    http = _http_server(config, driver)
+    client_server = _client_server(config, driver, http)
 
     await peer_server.start()
     await transport.start()
     await driver.start()
     await client_server.start()
     if http is not None:
-        await http.start(config.listen_client_http_urls, config.listen_metrics_urls)
-        logger.info(
-            "member %x serving HTTP (JSON gateway, /health, /version, /metrics) on %s; "
-            "/metrics, /health and /version on %s",
-            config.member_id,
-            ",".join(config.listen_client_http_urls) or "-",
-            ",".join(config.listen_metrics_urls) or "-",
-        )
+        await _start_http(config, http)
     logger.info(
         "member %x (%s) serving clients on %s, peers on %s",
         config.member_id,
@@ -237,15 +261,7 @@ async def start_node(config: ServerConfig, raft_log: DurableLog, backend: KVBack
         driver, transport, peer_server, client_server, raft_log, backend, http=http
     )
     running.peer_service = peer_service
-    policy = config.auto_compaction
-    if policy.enabled:
-        compactor = Compactor(driver, policy, timeout_s=config.request_timeout_s)
-        running.compactor = asyncio.get_running_loop().create_task(
-            compactor.run(), name="raftkv-auto-compaction"
-        )
-        logger.info(
-            "auto compaction: %s, retention %s", policy.mode, config.auto_compaction_retention
-        )
+    running.compactor = _start_compactor(config, driver)
     return running
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["PARTITION_MODES", "SimOptions"]
 
@@ -144,13 +145,13 @@ class SimOptions:
 
     @classmethod
     def swarm(cls, seed: int) -> SimOptions:
-        """Derive a whole world from ``seed``. Each fault class is on for only some seeds."""
+        """Derive a whole world from ``seed``. Each fault class is on for only some seeds.
+
+        Every option is drawn from one generator, so the order of the draws is part of each
+        seed's world: the helpers below draw in the order their keyword arguments are evaluated
+        here, left to right, and a new option is drawn last."""
         r = random.Random(f"raftkv-swarm-{seed}")
         nodes = 5 if r.random() < 0.25 else 3
-
-        def maybe(p_on: float, lo: float, hi: float) -> float:
-            return r.uniform(lo, hi) if r.random() < p_on else 0.0
-
         delay_min = r.randint(1, 2)
         delay_max = delay_min + r.choice((0, 1, 2, 4, 8))
         modes = tuple(m for m in PARTITION_MODES if r.random() < 0.6) or (
@@ -163,48 +164,10 @@ class SimOptions:
         world = cls(
             seed=seed,
             nodes=nodes,
-            drop_prob=maybe(0.7, 0.0, 0.2),
-            dup_prob=maybe(0.5, 0.0, 0.1),
-            delay_min_ticks=delay_min,
-            delay_max_ticks=delay_max,
-            report_transport=r.random() < 0.5,
-            partition_prob=maybe(0.7, 0.002, 0.03),
-            partition_modes=modes,
-            partition_ticks_min=r.randint(5, 30),
-            partition_ticks_max=r.randint(30, 200),
-            crash_prob=maybe(0.7, 0.001, 0.02),
-            crash_leader_prob=r.choice((0.0, 0.3, 0.7)),
-            churn_prob=maybe(0.4, 0.05, 0.6),
-            churn_ticks_max=r.randint(1, 8),
-            max_down=r.randint(1, nodes),
-            down_ticks_min=r.randint(1, 20),
-            down_ticks_max=r.randint(20, 120),
-            pause_prob=maybe(0.6, 0.0, 0.3),
-            sync_prob=r.choice((0.0, 0.0, 0.5, 1.0)),
-            tick_skip_prob=maybe(0.4, 0.0, 0.1),
-            tick_double_prob=maybe(0.4, 0.0, 0.1),
-            election_ticks=10,
-            heartbeat_ticks=r.randint(1, 3),
-            max_size_per_msg_bytes=r.randint(1, 120) if tiny else r.choice((1024, 64 * 1024)),
-            max_inflight_msgs=r.choice((1, 2, 4, 16, 64, 256)),
-            snapshot_threshold=snapshot_threshold,
-            snapshot_keep=r.choice((0, 0, 1, 3, 10)),
-            transfer_prob=maybe(0.3, 0.0, 0.005),
-            campaign_prob=maybe(0.3, 0.0, 0.005),
-            clients=r.randint(3, 6),
-            keys=r.randint(1, 4),
-            op_prob=r.uniform(0.02, 0.3),
-            read_frac=r.uniform(0.1, 0.5),
-            cas_frac=r.uniform(0.0, 0.5),
-            op_timeout_ticks=r.randint(10, 100),
-            leader_hint_prob=r.uniform(0.5, 0.95),
-            liveness_ticks=400,
-            # Drawn last, so that adding it left every earlier option of a seed unchanged.
-            freeze_leader_prob=r.choice((0.0, 0.5, 1.0)),
-            slow_prob=maybe(0.4, 0.002, 0.02),
-            slow_extra_ticks_max=r.randint(1, 15),
-            light_apply_max_entries=r.choice((0, 1, 4, 64)),
-            max_applies_in_flight=r.choice((0, 1, 2, 64)),
+            **_draw_faults(r, nodes, delay_min, delay_max, modes),
+            **_draw_raft(r, tiny, snapshot_threshold),
+            **_draw_clients(r),
+            **_draw_late_options(r),
         )
         # Derived, not drawn, so every drawn option of a seed stays as it was. Without a cap a
         # leader whose followers move one tiny message at a time built a tail of hundreds of
@@ -217,3 +180,80 @@ class SimOptions:
             * per_round_trip
             * world.max_inflight_msgs,
         )
+
+
+# The swarm's draws, in order (see SimOptions.swarm): each helper's dict is built in the order its
+# options are drawn, and must stay so.
+
+
+def _maybe(r: random.Random, p_on: float, lo: float, hi: float) -> float:
+    """A fault's probability: on with chance ``p_on``, then uniform in [lo, hi]."""
+    return r.uniform(lo, hi) if r.random() < p_on else 0.0
+
+
+def _draw_faults(
+    r: random.Random, nodes: int, delay_min: int, delay_max: int, modes: tuple[str, ...]
+) -> dict[str, Any]:
+    """The network, partitions, crashes, churn, pauses, syncs and tick faults."""
+    return {
+        "drop_prob": _maybe(r, 0.7, 0.0, 0.2),
+        "dup_prob": _maybe(r, 0.5, 0.0, 0.1),
+        "delay_min_ticks": delay_min,
+        "delay_max_ticks": delay_max,
+        "report_transport": r.random() < 0.5,
+        "partition_prob": _maybe(r, 0.7, 0.002, 0.03),
+        "partition_modes": modes,
+        "partition_ticks_min": r.randint(5, 30),
+        "partition_ticks_max": r.randint(30, 200),
+        "crash_prob": _maybe(r, 0.7, 0.001, 0.02),
+        "crash_leader_prob": r.choice((0.0, 0.3, 0.7)),
+        "churn_prob": _maybe(r, 0.4, 0.05, 0.6),
+        "churn_ticks_max": r.randint(1, 8),
+        "max_down": r.randint(1, nodes),
+        "down_ticks_min": r.randint(1, 20),
+        "down_ticks_max": r.randint(20, 120),
+        "pause_prob": _maybe(r, 0.6, 0.0, 0.3),
+        "sync_prob": r.choice((0.0, 0.0, 0.5, 1.0)),
+        "tick_skip_prob": _maybe(r, 0.4, 0.0, 0.1),
+        "tick_double_prob": _maybe(r, 0.4, 0.0, 0.1),
+    }
+
+
+def _draw_raft(r: random.Random, tiny: bool, snapshot_threshold: int) -> dict[str, Any]:
+    """The Raft configuration: timing, message limits, snapshots, leadership nudges."""
+    return {
+        "election_ticks": 10,
+        "heartbeat_ticks": r.randint(1, 3),
+        "max_size_per_msg_bytes": r.randint(1, 120) if tiny else r.choice((1024, 64 * 1024)),
+        "max_inflight_msgs": r.choice((1, 2, 4, 16, 64, 256)),
+        "snapshot_threshold": snapshot_threshold,
+        "snapshot_keep": r.choice((0, 0, 1, 3, 10)),
+        "transfer_prob": _maybe(r, 0.3, 0.0, 0.005),
+        "campaign_prob": _maybe(r, 0.3, 0.0, 0.005),
+    }
+
+
+def _draw_clients(r: random.Random) -> dict[str, Any]:
+    """The clients' workload, and the liveness phase."""
+    return {
+        "clients": r.randint(3, 6),
+        "keys": r.randint(1, 4),
+        "op_prob": r.uniform(0.02, 0.3),
+        "read_frac": r.uniform(0.1, 0.5),
+        "cas_frac": r.uniform(0.0, 0.5),
+        "op_timeout_ticks": r.randint(10, 100),
+        "leader_hint_prob": r.uniform(0.5, 0.95),
+        "liveness_ticks": 400,
+    }
+
+
+def _draw_late_options(r: random.Random) -> dict[str, Any]:
+    """Options added after the others, drawn last so that adding each left every earlier option
+    of a seed unchanged. A new option goes at the end."""
+    return {
+        "freeze_leader_prob": r.choice((0.0, 0.5, 1.0)),
+        "slow_prob": _maybe(r, 0.4, 0.002, 0.02),
+        "slow_extra_ticks_max": r.randint(1, 15),
+        "light_apply_max_entries": r.choice((0, 1, 4, 64)),
+        "max_applies_in_flight": r.choice((0, 1, 2, 64)),
+    }

@@ -108,38 +108,51 @@ def soak(
         budget_left = time_budget is None or now() - began < time_budget
         return budget_left and (count is None or report.seeds_run < count)
 
-    def seeds() -> Iterator[int]:
-        seed = start
-        while count is None or seed < start + count:
-            yield seed
-            seed += 1
-
     def record(result: RunResult, repeated: bool) -> None:
-        report.seeds_run += 1
-        report.ticks_run += result.stats.ticks
-        totals, stats = report.totals, result.stats
-        for name in stats.__slots__:
-            setattr(totals, name, getattr(totals, name) + getattr(stats, name))
-        if not result.ok:
-            report.failures.append(result)
-            if progress:
-                progress(f"FAIL {result.error}\n  repro: {result.repro}")
-        if not repeated:
-            report.nondeterministic.append(result.seed)
-        if progress and (report.seeds_run % 50 == 0):
-            report.elapsed_s = now() - began
-            progress(f"[{report.seeds_run}] {report.summary()}")
+        _record(report, result, repeated, progress, lambda: now() - began)
 
     if jobs == 1:
-        for seed in seeds():
+        for seed in _seeds(start, count):
             if not more():
                 break
             record(*run_for_soak(seed, ticks, check_determinism))
     else:
-        _parallel(jobs, seeds(), ticks, check_determinism, more, record)
+        _parallel(jobs, _seeds(start, count), ticks, check_determinism, more, record)
     report.failures.sort(key=lambda r: r.seed)
     report.elapsed_s = now() - began
     return report
+
+
+def _seeds(start: int, count: int | None) -> Iterator[int]:
+    """``start, start+1, ...``: ``count`` seeds, or without end if ``count`` is None."""
+    seed = start
+    while count is None or seed < start + count:
+        yield seed
+        seed += 1
+
+
+def _record(
+    report: SoakReport,
+    result: RunResult,
+    repeated: bool,
+    progress: Callable[[str], None] | None,
+    elapsed: Callable[[], float],
+) -> None:
+    """Add one seed's run to ``report``; report failures, and every 50 seeds the totals."""
+    report.seeds_run += 1
+    report.ticks_run += result.stats.ticks
+    totals, stats = report.totals, result.stats
+    for name in stats.__slots__:
+        setattr(totals, name, getattr(totals, name) + getattr(stats, name))
+    if not result.ok:
+        report.failures.append(result)
+        if progress:
+            progress(f"FAIL {result.error}\n  repro: {result.repro}")
+    if not repeated:
+        report.nondeterministic.append(result.seed)
+    if progress and (report.seeds_run % 50 == 0):
+        report.elapsed_s = elapsed()
+        progress(f"[{report.seeds_run}] {report.summary()}")
 
 
 def _parallel(

@@ -133,100 +133,59 @@ def snapshot_meta_from_pb(pb: peer_pb2.SnapshotMeta) -> SnapshotMeta:
 
 
 def message_to_pb(msg: Message) -> peer_pb2.Message:
-    src, dst, term = msg.src, msg.dst, msg.term
+    field, body = _body_to_pb(msg)
+    pb = peer_pb2.Message(src=msg.src, dst=msg.dst, term=msg.term, **{field: body})
+    if isinstance(msg, AppendEntries):
+        add = pb.append_entries.entries.add  # in place: no copy of each entry's data
+        for e in msg.entries:
+            add(term=e.term, index=e.index, kind=e.kind, data=e.data)
+    return pb
+
+
+def _body_to_pb(msg: Message) -> tuple[str, Any]:
+    """The name of ``msg``'s field in the ``body`` oneof, and its value (an AppendEntries body
+    without its entries: ``message_to_pb`` adds them in place)."""
     match msg:
         case AppendEntries():
-            pb = peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                append_entries=peer_pb2.AppendEntries(
-                    prev_index=msg.prev_index, prev_term=msg.prev_term, commit=msg.commit
-                ),
+            return "append_entries", peer_pb2.AppendEntries(
+                prev_index=msg.prev_index, prev_term=msg.prev_term, commit=msg.commit
             )
-            add = pb.append_entries.entries.add  # in place: no copy of each entry's data
-            for e in msg.entries:
-                add(term=e.term, index=e.index, kind=e.kind, data=e.data)
-            return pb
         case AppendResponse():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                append_response=peer_pb2.AppendResponse(
-                    index=msg.index,
-                    reject=msg.reject,
-                    reject_hint=msg.reject_hint,
-                    log_term=msg.log_term,
-                ),
+            return "append_response", peer_pb2.AppendResponse(
+                index=msg.index,
+                reject=msg.reject,
+                reject_hint=msg.reject_hint,
+                log_term=msg.log_term,
             )
         case RequestVote():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                request_vote=peer_pb2.RequestVote(
-                    last_index=msg.last_index,
-                    last_term=msg.last_term,
-                    pre_vote=msg.pre_vote,
-                    transfer=msg.transfer,
-                ),
+            return "request_vote", peer_pb2.RequestVote(
+                last_index=msg.last_index,
+                last_term=msg.last_term,
+                pre_vote=msg.pre_vote,
+                transfer=msg.transfer,
             )
         case VoteResponse():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                vote_response=peer_pb2.VoteResponse(granted=msg.granted, pre_vote=msg.pre_vote),
+            return "vote_response", peer_pb2.VoteResponse(
+                granted=msg.granted, pre_vote=msg.pre_vote
             )
         case Heartbeat():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                heartbeat=peer_pb2.Heartbeat(commit=msg.commit, context=msg.context),
-            )
+            return "heartbeat", peer_pb2.Heartbeat(commit=msg.commit, context=msg.context)
         case HeartbeatResponse():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                heartbeat_response=peer_pb2.HeartbeatResponse(context=msg.context),
-            )
+            return "heartbeat_response", peer_pb2.HeartbeatResponse(context=msg.context)
         case InstallSnapshot():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                install_snapshot=peer_pb2.InstallSnapshot(
-                    meta=snapshot_meta_to_pb(msg.snapshot.meta), data=msg.snapshot.data
-                ),
+            return "install_snapshot", peer_pb2.InstallSnapshot(
+                meta=snapshot_meta_to_pb(msg.snapshot.meta), data=msg.snapshot.data
             )
         case TimeoutNow():
-            return peer_pb2.Message(src=src, dst=dst, term=term, timeout_now=peer_pb2.TimeoutNow())
+            return "timeout_now", peer_pb2.TimeoutNow()
         case ReadIndexRequest():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                read_index_request=peer_pb2.ReadIndexRequest(context=msg.context),
-            )
+            return "read_index_request", peer_pb2.ReadIndexRequest(context=msg.context)
         case ReadIndexResponse():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                read_index_response=peer_pb2.ReadIndexResponse(
-                    index=msg.index, context=msg.context
-                ),
+            return "read_index_response", peer_pb2.ReadIndexResponse(
+                index=msg.index, context=msg.context
             )
         case TransferLeader():
-            return peer_pb2.Message(
-                src=src,
-                dst=dst,
-                term=term,
-                transfer_leader=peer_pb2.TransferLeader(target=msg.target),
-            )
+            return "transfer_leader", peer_pb2.TransferLeader(target=msg.target)
         case _:
             assert_never(msg)
 
