@@ -140,18 +140,14 @@ async def _receive(
     received = 0
     digest = b""
     done = False
+    refused: _Refused | None = None
     try:
         chunk: peer_pb2.SnapshotChunk | None = first
         while True:
             if chunk is None:
-                await context.abort(
-                    grpc.StatusCode.DATA_LOSS, "snapshot stream ended without a checksum"
-                )
+                raise _Refused("snapshot stream ended without a checksum")
             if chunk.offset != received:
-                await context.abort(
-                    grpc.StatusCode.DATA_LOSS,
-                    f"snapshot chunk at offset {chunk.offset}, expected {received}",
-                )
+                raise _Refused(f"snapshot chunk at offset {chunk.offset}, expected {received}")
             if chunk.data:
                 await loop.run_in_executor(executor, file.write, chunk.data)
                 received += len(chunk.data)
@@ -160,20 +156,26 @@ async def _receive(
                 break
             chunk = await anext(chunks, None)
         if header.total_bytes and header.total_bytes != received:
-            await context.abort(
-                grpc.StatusCode.DATA_LOSS,
-                f"snapshot has {received} bytes, header said {header.total_bytes}",
-            )
+            raise _Refused(f"snapshot has {received} bytes, header said {header.total_bytes}")
         if digest != file.sha256.digest():
-            await context.abort(grpc.StatusCode.DATA_LOSS, "snapshot sha256 mismatch")
+            raise _Refused("snapshot sha256 mismatch")
         await loop.run_in_executor(executor, file.commit)
         done = True
+    except _Refused as exc:
+        refused = exc
     finally:
         if not done:
             # Shielded: a second cancellation must not leave the file open or in place.
             await asyncio.shield(loop.run_in_executor(executor, file.discard))
         executor.shutdown(wait=False)
+    if refused is not None:
+        # Only now, with the partial file gone: the sender may look, or send again, at once.
+        await context.abort(grpc.StatusCode.DATA_LOSS, str(refused))
     return received
+
+
+class _Refused(Exception):
+    """A transfer turned down as DATA_LOSS, once its partial file has been discarded."""
 
 
 class _Slot:
