@@ -135,7 +135,7 @@ def check_perf_m(cluster: Cluster, _duration: float) -> tuple[float, str]:
         check=False,
     )
     text = out.stdout + out.stderr
-    match = re.search(r"Throughput is (\d+) writes/s", text)
+    match = re.search(r"Throughput (?:is|too low:) (\d+) writes/s", text)
     if not match:
         raise RuntimeError(f"check perf gave no throughput:\n{text}")
     writes_per_s = int(match.group(1))
