@@ -11,6 +11,8 @@ Data layout (no in-memory index: every lookup is a seek in the backend):
     revision, looking each change up in ``hist`` (and the version after it for ``prev_kv``).
 ``meta``  ``rev`` (current main revision, starting at 1), ``compact`` (compacted revision).
 
+A put or delete also keeps the key's lease attachment up to date (``raftkv.kv.leases``).
+
 Compaction at C keeps, per key, the newest version at or below C unless it is a tombstone,
 removes all older versions, and drops ``rev`` records below C.
 """
@@ -27,9 +29,9 @@ from raftkv.kv.errors import (
     CompactedRevisionError,
     FutureRevisionError,
     KeyNotFoundError,
-    LeaseNotFoundError,
 )
 from raftkv.kv.keys import escape_key, normalize_end, unescape_key, validate_request
+from raftkv.kv.leases import attach, check_exists, detach
 from raftkv.kv.types import (
     CompactionRequest,
     CompactionResponse,
@@ -57,7 +59,7 @@ from raftkv.kv.types import (
     WatchBatch,
 )
 
-__all__ = ["MVCCStore", "Revisions"]
+__all__ = ["MVCCStore", "Revisions", "delete_keys_in"]
 
 _MAX = (1 << 64) - 1
 _REV = struct.Struct(">QQ")
@@ -279,22 +281,37 @@ class MVCCStore:
             revs.compacted = req.revision
             return resp
         if isinstance(req, PutRequest):
-            _check_lease(txn, req.lease)  # etcd's Put looks the lease up first, a txn second
+            check_exists(txn, req.lease)  # etcd's Put looks the lease up first, a txn second
             missing = req.ignore_value or req.ignore_lease
             if missing and _live(txn, escape_key(req.key)) is None:
                 raise KeyNotFoundError()
             resp = w.put(req)
         elif isinstance(req, DeleteRangeRequest):
             resp = w.delete_range(req)
-        else:
+        elif isinstance(req, TxnRequest):
             path = _compare_path(txn, req, w.cur)
             _precheck(txn, req, path, w.cur, w.compacted)
             resp = w.run_txn(req, path)
+        else:
+            raise TypeError(f"not a KV request: {type(req).__name__}")  # leases: the state machine
         if w.sub:
             revs.current = w.main
         if revisions is None:
             revs.flush(txn)
         return resp
+
+
+def delete_keys_in(txn: WriteTxn, keys: Sequence[bytes], revisions: Revisions) -> int:
+    """Delete ``keys`` (a revoked lease's, detached already, in key order) in one revision, one
+    DELETE event each; returns the revision after it (unchanged if none was live)."""
+    w = _Writer(txn, revisions.current, revisions.compacted)
+    for key in keys:
+        k_esc = escape_key(key)
+        if _live(txn, k_esc) is not None:
+            w._record(k_esc, _TOMB_VALUE)
+    if w.sub:
+        revisions.current = w.main
+    return revisions.current
 
 
 def _event(txn: ReadTxn, k_esc: bytes, main: int, sub: int, prev_kv: bool) -> Event | None:
@@ -444,14 +461,6 @@ def _compare_path(txn: ReadTxn, req: TxnRequest, rev: int) -> list[bool]:
     return path
 
 
-def _check_lease(txn: ReadTxn, lease: int) -> None:
-    """The one check that a put's lease exists (etcd's lessor lookup, at apply time). raftkv
-    has no leases yet: every id but 0 (no lease) is refused, as etcd refuses an id it never
-    granted. Leases will look the id up in ``txn`` here."""
-    if lease != 0:
-        raise LeaseNotFoundError()
-
-
 def _taken_ops(req: TxnRequest, path: Sequence[bool]) -> list[RequestOp]:
     """The ops of the branches ``path`` takes, nested txns expanded in place, in order."""
     it = iter(path)
@@ -478,7 +487,7 @@ def _precheck(
         if isinstance(op, PutRequest):
             if (op.ignore_value or op.ignore_lease) and _live(txn, escape_key(op.key)) is None:
                 raise KeyNotFoundError()
-            _check_lease(txn, op.lease)
+            check_exists(txn, op.lease)
     for op in ops:
         if isinstance(op, RangeRequest):
             if op.revision > cur:
@@ -516,6 +525,9 @@ class _Writer:
             create, version = prev_kv.create_revision, prev_kv.version + 1
         value = prev_kv.value if req.ignore_value and prev_kv else req.value
         lease = prev_kv.lease if req.ignore_lease and prev_kv else req.lease
+        if prev_kv is None or prev_kv.lease != lease:  # the key moves to its new lease
+            detach(self.wtxn, 0 if prev_kv is None else prev_kv.lease, k_esc)
+            attach(self.wtxn, lease, k_esc)
         self._record(k_esc, _hist_value(create, version, lease, value))
         return PutResponse(self.main, prev_kv if req.prev_kv else None)
 
@@ -524,7 +536,8 @@ class _Writer:
             (k_esc, _kv(unescape_key(k_esc), hk, hv))
             for k_esc, hk, hv in visible(self.wtxn, req.key, req.range_end, self.view_rev)
         ]
-        for k_esc, _ in doomed:
+        for k_esc, kv in doomed:
+            detach(self.wtxn, kv.lease, k_esc)
             self._record(k_esc, _TOMB_VALUE)
         rev = self.main if self.sub else self.cur
         prevs = tuple(kv for _, kv in doomed) if req.prev_kv else ()

@@ -50,6 +50,7 @@ _NOSPACE = 1  # rpc_pb2.AlarmType.NOSPACE (raftkv.testing does not import the pr
 @dataclass(frozen=True, slots=True)
 class _Entry:
     index: int
+    term: int
     kind: int
     data: bytes
 
@@ -123,7 +124,7 @@ class FakeNode:
         self.proposals.append(request)
         self.index += 1
         data = encode_command(Command(self.index, request))
-        results = self.state_machine.apply([_Entry(self.index, 0, data)])
+        results = self.state_machine.apply([_Entry(self.index, self.term, 0, data)])
         for listener in list(self._listeners):
             listener()
         result = results[0].result

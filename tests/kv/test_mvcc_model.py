@@ -361,7 +361,7 @@ class MVCCMachine(RuleBasedStateMachine):
         self.index += 1
 
         class E:
-            index, kind, data = self.index, 0, encode_command(Command(self.index, req))
+            index, term, kind, data = self.index, 1, 0, encode_command(Command(self.index, req))
 
         (res,) = self.sm.apply([E()])
         want = self.model.apply(req)
