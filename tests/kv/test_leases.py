@@ -162,8 +162,12 @@ def test_leases_and_attachments_survive_a_snapshot(h: Harness, tmp_path: Path) -
 
 @pytest.mark.parametrize(
     "req",
-    [LeaseGrantRequest(-(2**63), 2), LeaseGrantRequest(2**63 - 1, 9_000_000_000)]
-    + [LeaseRevokeRequest(1), LeaseRevokeRequest(-5, 2**40)],
+    [
+        LeaseGrantRequest(-(2**63), 2),
+        LeaseGrantRequest(2**63 - 1, 9_000_000_000),
+        LeaseRevokeRequest(1),
+        LeaseRevokeRequest(-5, 2**40),
+    ],
 )
 def test_lease_commands_round_trip(req: Request) -> None:
     assert decode_command(encode_command(Command(3, req))).request == req

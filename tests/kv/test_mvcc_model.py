@@ -168,8 +168,10 @@ class Model:
             resp: Response = self._txn(req, plan, work, main, changes)
         elif isinstance(req, PutRequest):
             resp = self._put(req, work, main, changes)
-        else:
+        elif isinstance(req, DeleteRangeRequest):
             resp = self._delete(req, work, main, changes)
+        else:
+            raise TypeError(f"the model has no leases: {req!r}")
         if changes:
             self.states.append(work)
             self.events.extend(changes)
