@@ -102,8 +102,6 @@ class CoreConfig:
     """What a new leader adds to every lease's TTL (etcd: the election timeout)."""
     lease_revokes_per_tick: int = 100
     """etcd revokes at most 1,000 expired leases a second."""
-    lease_retry_ticks: int = 30
-    """An expired lease whose revoke did not apply is revoked again this much later (3 s)."""
 
 
 class _Stage(enum.Enum):
@@ -161,7 +159,6 @@ class DriverCore:
             ticks_per_second=config.lease_ticks_per_second,
             extend_ticks=config.lease_extend_ticks,
             revokes_per_tick=config.lease_revokes_per_tick,
-            retry_ticks=config.lease_retry_ticks,
         )
         self.lessor.load(leases, 0)
 
@@ -270,12 +267,15 @@ class DriverCore:
         if not self._primary():
             lessor.demote()
             return
-        for lease in lessor.expired(self.ticks):
+        expired = lessor.expired(self.ticks)
+        for n, lease in enumerate(expired):
             request = LeaseRevokeRequest(lease, term=lessor.primary_term)
             try:
                 self.node.propose(encode_command(Command(0, request)))
-            except (NotLeader, ProposalDropped):
-                return  # tried again after the retry interval, if still primary
+            except (NotLeader, ProposalDropped):  # a transfer: try again at the next tick
+                for postponed in expired[n:]:
+                    lessor.postpone(postponed)
+                return
 
     def _lease_results(self, entries: Sequence[Entry], results: Sequence[ApplyResult]) -> None:
         lessor = self.lessor

@@ -28,9 +28,13 @@ Rules, and why they are safe:
    ordered before every keep-alive T+1 answers. What etcd got wrong (etcd-io/etcd#15247: a
    deposed leader's revoke forwarded to the new leader and committed in its term, after the
    lease was renewed there) cannot happen: a revoke re-proposed in another term is void.
-5. **Rate-limited.** At most ``revokes_per_tick`` revokes are proposed per tick (etcd: 1,000
-   per second); a revoke that did not take effect is proposed again ``retry_ticks`` later, if
-   this member is still primary. An expired lease answers keep-alives with TTL 0 until then.
+5. **Rate-limited, proposed once.** At most ``revokes_per_tick`` revokes are proposed per tick
+   (etcd: 1,000 per second). A revoke the primary appended is in its own log, and commits
+   unless this member is deposed, when the next leader starts over: so it is never proposed
+   again on a timer (etcd re-queues after 3 s; here, with followers slow to catch up, the
+   copies fed a log that kept growing faster than it committed). Only a proposal the Raft
+   core refused (a leadership transfer) is tried again at the next tick. An expired lease
+   answers keep-alives with TTL 0 from the moment it expires.
 """
 
 from __future__ import annotations
@@ -63,12 +67,10 @@ class Lessor:
         ticks_per_second: int,
         extend_ticks: int,
         revokes_per_tick: int,
-        retry_ticks: int,
     ) -> None:
         self._tps = ticks_per_second
         self._extend = extend_ticks
         self._rate = revokes_per_tick
-        self._retry = retry_ticks
         self._ttl: dict[int, int] = {}
         """Every lease in the applied state: id -> granted TTL in seconds."""
         self._expiry: dict[int, int] = {}
@@ -132,18 +134,24 @@ class Lessor:
     # -- expiry ------------------------------------------------------------------------------
 
     def expired(self, now: int) -> list[int]:
-        """Leases to revoke now (at most ``revokes_per_tick``); each is then marked revoking,
-        and comes back after ``retry_ticks`` if its revoke has not applied by then."""
+        """Leases to revoke now (at most ``revokes_per_tick``), each marked revoking: the
+        caller proposes their revokes, and hands back with ``postpone`` those it could not."""
         out: list[int] = []
         heap = self._heap
         while heap and heap[0][0] <= now and len(out) < self._rate:
             at, lease = heapq.heappop(heap)
-            if self._expiry.get(lease) != at:
-                continue  # renewed or revoked since
+            if self._expiry.get(lease) != at or lease in self._revoking:
+                continue  # renewed or revoked since, or its revoke is in the log already
             out.append(lease)
             self._revoking.add(lease)
-            self._set_expiry(lease, now + self._retry)
         return out
+
+    def postpone(self, lease: int) -> None:
+        """The revoke of ``lease`` could not be proposed: offer it again at the next tick (it
+        stays expired meanwhile)."""
+        if lease in self._revoking and lease in self._expiry:
+            self._revoking.discard(lease)
+            heapq.heappush(self._heap, (self._expiry[lease], lease))
 
     def _alive(self, lease: int, now: int) -> bool:
         return lease in self._ttl and lease not in self._revoking and self._expiry[lease] > now

@@ -73,8 +73,6 @@ logger = logging.getLogger(__name__)
 _READ_RETRY_S = 0.5
 _LEASE_REVOKES_PER_S = 1000
 """etcd's leaseRevokeRate."""
-_LEASE_RETRY_S = 3.0
-"""etcd 3.4's expiredLeaseRetryInterval."""
 
 
 class Transport(Protocol):
@@ -108,7 +106,6 @@ class DriverConfig:
             lease_ticks_per_second=self._ticks(1.0),
             lease_extend_ticks=self.election_ticks,
             lease_revokes_per_tick=max(1, _LEASE_REVOKES_PER_S * self.tick_interval_ms // 1000),
-            lease_retry_ticks=self._ticks(_LEASE_RETRY_S),
         )
 
     def _ticks(self, seconds: float) -> int:

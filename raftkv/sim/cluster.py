@@ -511,15 +511,23 @@ class SimCluster(FaultScheduler):
         return None
 
     def drain_leases(self) -> int:
-        """After ``converge``: with nobody keeping leases alive, the leader must revoke every
-        lease, and every member drop every leased key, within the documented bound
-        (``raftkv.sim.leases``). Returns the ticks it took."""
+        """After ``converge``: once the leader's lessor is primary (it has committed and
+        applied an entry of its term, which can take a while after a long uncommitted tail),
+        with nobody keeping leases alive, the leader must revoke every lease, and every member
+        drop every leased key, within the documented bound (``raftkv.sim.leases``). Returns the
+        ticks it took."""
+        spent = 0
+        while not any(n.alive and n.core.lessor.primary_term for n in self.nodes):
+            if spent >= self.opts.liveness_ticks:
+                raise self.fail(f"no primary lessor within {spent} ticks of convergence")
+            self.run_tick()
+            spent += 1
         budget = self.leases.drain_budget()
         left: list[str] = []
-        for spent in range(budget + 1):
+        for waited in range(budget + 1):
             left = [w for n in self.nodes if (w := self.leases.leftovers(n)) is not None]
             if not left:
-                return spent
+                return spent + waited
             self.run_tick()
         raise self.fail(f"leases outlived their bound of {budget} ticks: {'; '.join(left)}")
 

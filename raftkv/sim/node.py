@@ -76,7 +76,6 @@ def core_config_of(opts: SimOptions, member_id: NodeId) -> CoreConfig:
         lease_ticks_per_second=LEASE_TICKS_PER_SECOND,
         lease_extend_ticks=opts.election_ticks,
         lease_revokes_per_tick=opts.lease_revokes_per_tick,
-        lease_retry_ticks=3 * LEASE_TICKS_PER_SECOND,
     )
 
 

@@ -9,7 +9,7 @@ from raftkv.kv.types import LeaseKeepAliveResult, LeaseRemaining
 
 
 def lessor(rate: int = 100) -> Lessor:
-    return Lessor(ticks_per_second=10, extend_ticks=10, revokes_per_tick=rate, retry_ticks=30)
+    return Lessor(ticks_per_second=10, extend_ticks=10, revokes_per_tick=rate)
 
 
 def test_only_a_primary_lessor_expires_and_promotion_gives_the_full_ttl_again() -> None:
@@ -23,17 +23,16 @@ def test_only_a_primary_lessor_expires_and_promotion_gives_the_full_ttl_again() 
     assert ls.expired(10_000) == []
 
 
-def test_revokes_are_rate_limited_and_retried() -> None:
+def test_revokes_are_rate_limited_proposed_once_and_postponed_when_refused() -> None:
     ls = lessor(rate=2)
     ls.load([(i, 1) for i in range(5)], now=0)
     ls.promote(term=1, now=0)
     assert ls.expired(20) == [0, 1]
     assert ls.expired(20) == [2, 3]
-    assert ls.expired(21) == [4]
-    assert ls.expired(49) == []
-    assert ls.expired(50) == [0, 1], "revokes that never applied are proposed again"
+    ls.postpone(3)  # the Raft core refused its proposal
+    assert ls.expired(21) == [3, 4]
+    assert ls.expired(1000) == [], "a revoke in the primary's log is never proposed again"
     ls.revoked(0)
-    ls.revoked(1)
     assert 0 not in ls.leases()
 
 
