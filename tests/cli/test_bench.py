@@ -1,6 +1,6 @@
 """Smoke test of ``raftkv bench`` (not a benchmark): a put run against an in-process server.
 
-The etcd KV service runs over a FakeNode in a background thread's event loop; the real
+The etcd client services run over a FakeNode in a background thread's event loop; the real
 ``raftkv`` command runs in a subprocess, as a user would run it, and must report every one of
 its operations as ok in its JSON output. Also the markdown of ``raftkv bench compare``.
 """
@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -25,13 +25,13 @@ from raftkv_cli.bench import (
     server_cpu,
 )
 
+from raftkv.pb.etcdserverpb import rpc_pb2_grpc
 from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
-from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
+from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES, KVService
 
 
-@pytest.fixture
-def endpoint() -> Iterator[str]:
+def _serve(register: Callable[[grpc.aio.Server], None]) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
     port: list[int] = []
@@ -39,7 +39,7 @@ def endpoint() -> Iterator[str]:
 
     async def serve() -> None:
         srv = grpc.aio.server(options=client_server_options(DEFAULT_MAX_REQUEST_BYTES))
-        add_client_services(srv, FakeNode())
+        register(srv)
         port.append(srv.add_insecure_port("127.0.0.1:0"))
         await srv.start()
         server.append(srv)
@@ -56,6 +56,17 @@ def endpoint() -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    yield from _serve(lambda srv: add_client_services(srv, FakeNode()))
+
+
+@pytest.fixture
+def kv_only_endpoint() -> Iterator[str]:
+    """A server with the KV service alone: every other service is UNIMPLEMENTED."""
+    yield from _serve(lambda srv: rpc_pb2_grpc.add_KVServicer_to_server(KVService(FakeNode()), srv))
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,12 +94,19 @@ def test_put_reports_every_operation_ok(endpoint: str) -> None:
     assert sum(count for _, count in report["histogram_ms"]) == 200
 
 
-def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
-    proc = bench("lease", "--endpoints", endpoint, "--total", "10", "-w", "json", "--quiet")
+def test_unimplemented_service_is_reported_not_a_crash(kv_only_endpoint: str) -> None:
+    proc = bench("lease", "--endpoints", kv_only_endpoint, "--total", "10", "-w", "json", "--quiet")
     assert proc.returncode == 3, proc.stderr
     report = json.loads(proc.stdout)
     assert report["status"] == "unimplemented"
     assert "Traceback" not in proc.stderr
+
+
+def test_lease_keep_alives(endpoint: str) -> None:
+    proc = bench("lease", "--endpoints", endpoint, "--total", "10", "-w", "json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "ok" and report["ok"] == 10 and report["errors"] == {}
 
 
 _METRICS = {"status": "ok", "throughput": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
