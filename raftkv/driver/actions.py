@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from raftkv.kv.errors import KVError
-from raftkv.kv.types import Response
+from raftkv.kv.types import LeaseAnswer, Response
 from raftkv.raft.messages import Message
 from raftkv.raft.types import ConfState, Entry, HardState, Role, Snapshot
 
@@ -85,10 +85,11 @@ class Apply:
 @dataclass(frozen=True, slots=True)
 class Resolve:
     """A waiter's request succeeded: ``result`` is the applied command's result (a Response,
-    or the KVError the state machine answered), or None for a read or a non-KV entry."""
+    or the KVError the state machine answered), the lessor's answer to a keep-alive or a
+    TimeToLive, or None for a read or a non-KV entry."""
 
     waiter: int
-    result: Response | KVError | None
+    result: Response | LeaseAnswer | KVError | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,12 @@ and walks it through these steps, each of which may have to wait for an event:
 
 Events other than ``pump`` never take a Ready: proposals and messages that arrive while a Ready
 is in flight all go into the next one (one fsync per batch, one append per batch per peer).
+
+Leases: the ``Lessor`` (``lessor.py``, which states the safety rules) keeps the leader's lease
+clocks in ticks. It learns the lease table from applied results (and from the environment at
+boot and after a snapshot is restored), becomes primary when the leader applies an entry of its
+own term, proposes expired leases' revokes on ticks, and answers keep-alives and TimeToLive
+once their ReadIndex round confirms the leadership.
 """
 
 from __future__ import annotations
@@ -52,13 +58,17 @@ from raftkv.driver.apply import ApplyPipeline
 from raftkv.driver.errors import (
     LeaderChangedError,
     NoLeaderError,
+    NotLeaderError,
     RequestTimeoutError,
     ServerStoppedError,
 )
+from raftkv.driver.lessor import Lessor
 from raftkv.driver.proposals import Forwarder, ProposalWaiters
 from raftkv.driver.reads import ReadIndexBatcher
 from raftkv.errors import NotLeader, ProposalDropped, SnapshotTemporarilyUnavailable
+from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.state_machine import ApplyResult
+from raftkv.kv.types import LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.ready import Ready
@@ -87,6 +97,11 @@ class CoreConfig:
     unsafe_local_reads: bool = False
     """UNSAFE, for testing the fault-injection harness only: answer "linearizable" reads from
     local state without ReadIndex, so a partitioned or deposed member answers stale data."""
+    lease_ticks_per_second: int = 10
+    lease_extend_ticks: int = 10
+    """What a new leader adds to every lease's TTL (etcd: the election timeout)."""
+    lease_revokes_per_tick: int = 100
+    """etcd revokes at most 1,000 expired leases a second."""
 
 
 class _Stage(enum.Enum):
@@ -104,8 +119,10 @@ class DriverCore:
         log: LogStorage,
         *,
         applied: int,
+        leases: Iterable[tuple[int, int]] = (),
         logger: logging.Logger | None = None,
     ) -> None:
+        """``leases``: the state machine's lease table at ``applied``, as ``(id, TTL)``."""
         self.config = config
         self.node = node
         self._log = log
@@ -138,6 +155,12 @@ class DriverCore:
         self._rd: Ready | None = None
         self._after_persist: tuple[Entry, ...] = ()
         self._unsaved_hard_state: HardState | None = None
+        self.lessor = Lessor(
+            ticks_per_second=config.lease_ticks_per_second,
+            extend_ticks=config.lease_extend_ticks,
+            revokes_per_tick=config.lease_revokes_per_tick,
+        )
+        self.lessor.load(leases, 0)
 
     # -- client requests -------------------------------------------------------------------
 
@@ -172,6 +195,7 @@ class DriverCore:
         if self._proposals.drop(waiter) or self._forwarder.drop(waiter):
             out.append(Fail(waiter, RequestTimeoutError()))  # it may still apply
         elif self._parked.pop(waiter, None) is not None or self._reads.drop(waiter):
+            self.lessor.drop(waiter)
             out.append(Fail(waiter, NoLeaderError() if not self.leader else RequestTimeoutError()))
         return out
 
@@ -196,6 +220,81 @@ class DriverCore:
         parked, self._parked = self._parked, {}
         for waiter, command in parked.items():
             self._submit(waiter, command, out)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def lease_keep_alive(self, waiter: int, lease: int) -> list[Action]:
+        """Renew ``lease`` on the leader: answered with a ``LeaseKeepAliveResult`` (TTL 0 for
+        an unknown or expired lease) once a ReadIndex round confirms the leadership."""
+        return self._lease_query(waiter, lease, renew=True)
+
+    def lease_time_to_live(self, waiter: int, lease: int) -> list[Action]:
+        """The seconds ``lease`` has left, on the leader (``LeaseRemaining``; -1: unknown)."""
+        return self._lease_query(waiter, lease, renew=False)
+
+    def _lease_query(self, waiter: int, lease: int, *, renew: bool) -> list[Action]:
+        out: list[Action] = []
+        lessor = self.lessor
+        if self.stopped:
+            out.append(Fail(waiter, ServerStoppedError()))
+        elif not self._primary():
+            out.append(Fail(waiter, NotLeaderError()))
+        else:
+            lessor.query(waiter, lease, renew=renew, term=self.node.term, now=self.ticks)
+            if self.config.unsafe_local_reads:
+                out.append(lessor.answer(waiter, self.node.term, self.ticks))
+            elif self._reads.add(waiter):
+                out.append(FlushReadsSoon())
+        return out
+
+    def _release_reads(self, out: list[Action]) -> None:
+        """Answer the reads the state machine has caught up with; the lessor answers its own."""
+        released: list[Action] = []
+        self._reads.release(self.applied, released)
+        lessor = self.lessor
+        term = self.node.term if self._primary() else 0  # 0: the query fails, leader changed
+        for action in released:
+            if isinstance(action, Resolve) and lessor.is_query(action.waiter):
+                out.append(lessor.answer(action.waiter, term, self.ticks))
+            else:
+                out.append(action)
+
+    def _expire_leases(self) -> None:
+        """Propose the revoke of every lease that expired (rate-limited), bound to this term."""
+        lessor = self.lessor
+        if not lessor.primary_term:
+            return
+        if not self._primary():
+            lessor.demote()
+            return
+        expired = lessor.expired(self.ticks)
+        for n, lease in enumerate(expired):
+            request = LeaseRevokeRequest(lease, term=lessor.primary_term)
+            try:
+                self.node.propose(encode_command(Command(0, request)))
+            except (NotLeader, ProposalDropped):  # a transfer: try again at the next tick
+                for postponed in expired[n:]:
+                    lessor.postpone(postponed)
+                return
+
+    def _lease_results(self, entries: Sequence[Entry], results: Sequence[ApplyResult]) -> None:
+        lessor = self.lessor
+        for r in results:
+            if isinstance(r.result, LeaseGrantResponse):
+                lessor.granted(r.result.id, r.result.ttl, self.ticks)
+            elif isinstance(r.result, LeaseRevokeResponse):
+                lessor.revoked(r.result.id)
+        term = self.node.term
+        leads = self.node.role is Role.LEADER and lessor.primary_term != term
+        # An entry of its own term applied: everything committed before it has applied too.
+        if leads and any(e.term == term for e in entries):
+            lessor.promote(term, self.ticks)
+
+    def _primary(self) -> bool:
+        """This member leads now (the Raft core's role, not the last Ready's) and its lessor
+        is primary in the current term."""
+        node = self.node
+        return node.role is Role.LEADER and self.lessor.primary_term == node.term
 
     # -- the peer transport ----------------------------------------------------------------
 
@@ -239,6 +338,7 @@ class DriverCore:
         self._reads.retry_stale(self.node, self.ticks)
         if self._parked and self.leader:
             self._retry_parked(out)
+        self._expire_leases()
         return out
 
     # -- the Ready pipeline ----------------------------------------------------------------
@@ -306,13 +406,18 @@ class DriverCore:
             self._unsaved_hard_state = rd.hard_state
         self._persisted(rd, 0, out)
 
-    def persisted(self, restored_applied: int = 0) -> list[Action]:
+    def persisted(
+        self, restored_applied: int = 0, leases: Iterable[tuple[int, int]] | None = None
+    ) -> list[Action]:
         """The Persist asked for is durable. ``restored_applied`` is the state machine's
-        applied index after restoring a received snapshot image (0 if none)."""
+        applied index after restoring a received snapshot image (0 if none), ``leases`` its
+        lease table then (None if no image was restored)."""
         out: list[Action] = []
         rd = self._rd
         if self._stage is not _Stage.PERSISTING or rd is None:
             raise RuntimeError(f"persisted while {self._stage.value}")
+        if leases is not None:
+            self.lessor.load(leases, self.ticks)
         self._persisted(rd, restored_applied, out)
         return out
 
@@ -330,7 +435,7 @@ class DriverCore:
             self._after_persist = ()
         for read_state in rd.read_states:
             self._reads.confirmed(self.node, self.ticks, read_state.index, read_state.context)
-        self._reads.release(self.applied, out)
+        self._release_reads(out)
         self._stage = _Stage.WAIT_ROOM
 
     def _advance(self, out: list[Action]) -> None:
@@ -351,8 +456,9 @@ class DriverCore:
             if entry.kind == EntryKind.NORMAL and entry.data[:2] == ATTRIBUTES_MAGIC:
                 out.append(RecordAttributes(entry.data[2:]))
         self.applied = max(self.applied, entries[-1].index)
+        self._lease_results(entries, results)
         out.append(AppliedTo(self.applied))
-        self._reads.release(self.applied, out)
+        self._release_reads(out)
         return out
 
     def _on_soft_state(self, leader: int, role: Role, out: list[Action]) -> None:
@@ -360,6 +466,8 @@ class DriverCore:
             self._logger.info("member %x: leader is now %x", self.config.member_id, leader)
         self.leader = leader
         self.role = role
+        if role is not Role.LEADER:
+            self.lessor.demote()
         out.append(LeaderChanged(leader, role))
         if leader and self._parked:
             self._retry_parked(out)
@@ -386,6 +494,8 @@ class DriverCore:
         self._parked.clear()
         out.extend(Fail(w, error) for w in self._reads.waiters())
         self._reads.clear()
+        self.lessor.clear_queries()
+        self.lessor.demote()
         if self._unsaved_hard_state is not None:  # never set while a Persist is in flight
             out.append(Persist(self._unsaved_hard_state, (), None))
             self._unsaved_hard_state = None

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from raftkv.kv.errors import KVError
 
-__all__ = ["LeaderChangedError", "NoLeaderError", "RequestTimeoutError", "ServerStoppedError"]
+__all__ = [
+    "LeaderChangedError",
+    "NoLeaderError",
+    "NotLeaderError",
+    "RequestTimeoutError",
+    "ServerStoppedError",
+]
 
 
 class NoLeaderError(KVError):
@@ -34,3 +40,10 @@ class RequestTimeoutError(KVError):
 class ServerStoppedError(KVError):
     code = "UNAVAILABLE"
     text = "etcdserver: server stopped"
+
+
+class NotLeaderError(KVError):
+    """This member does not lead (or its lessor is not primary yet): ask the leader."""
+
+    code = "FAILED_PRECONDITION"
+    text = "etcdserver: not leader"

@@ -20,7 +20,18 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-__all__ = ["HIST", "META", "REV", "TABLES", "KVBackend", "MemoryBackend", "ReadTxn", "WriteTxn"]
+__all__ = [
+    "HIST",
+    "LEASE",
+    "LEASE_KEYS",
+    "META",
+    "REV",
+    "TABLES",
+    "KVBackend",
+    "MemoryBackend",
+    "ReadTxn",
+    "WriteTxn",
+]
 
 HIST = "hist"
 """escape_key(key) + ~main + ~sub  ->  one version of a key (newest first per key)."""
@@ -28,7 +39,12 @@ REV = "rev"
 """main + sub  ->  escape_key(key): the change log in revision order, for watches."""
 META = "meta"
 """current revision, compacted revision, applied index, format."""
-TABLES = (HIST, REV, META)
+LEASE = "lease"
+"""lease id -> granted TTL (``raftkv.kv.leases``)."""
+LEASE_KEYS = "lease_keys"
+"""lease id + escape_key(key) -> empty: the keys attached to each lease."""
+TABLES = (HIST, REV, META, LEASE, LEASE_KEYS)
+"""In snapshot order: a snapshot names a table by its position, so new tables go last."""
 
 
 class ReadTxn(Protocol):

@@ -17,6 +17,8 @@ from raftkv.kv.types import (
     CompareResult,
     CompareTarget,
     DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
     PutRequest,
     RangeRequest,
     Request,
@@ -38,6 +40,7 @@ __all__ = [
 MAGIC = b"K1"
 
 _RANGE, _PUT, _DELETE, _TXN, _COMPACT = 1, 2, 3, 4, 5
+_LEASE_GRANT, _LEASE_REVOKE = 6, 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,14 @@ def _put_request(w: _Writer, req: Request) -> None:
         w.buf.append(_COMPACT)
         w.sint(req.revision)
         w.flags(req.physical)
+    elif isinstance(req, LeaseGrantRequest):
+        w.buf.append(_LEASE_GRANT)
+        w.sint(req.id)
+        w.sint(req.ttl)
+    elif isinstance(req, LeaseRevokeRequest):
+        w.buf.append(_LEASE_REVOKE)
+        w.sint(req.id)
+        w.uint(req.term)
     else:
         raise TypeError(f"not a KV request: {req!r}")
 
@@ -198,6 +209,12 @@ def _get_request(r: _Reader) -> Request:
     if tag == _COMPACT:
         rev = r.sint()
         return CompactionRequest(rev, r.flags(1)[0])
+    if tag == _LEASE_GRANT:
+        lease = r.sint()
+        return LeaseGrantRequest(lease, r.sint())
+    if tag == _LEASE_REVOKE:
+        lease = r.sint()
+        return LeaseRevokeRequest(lease, r.uint())
     raise CorruptionError(f"unknown request tag {tag}")
 
 
@@ -227,8 +244,8 @@ def _get_txn(r: _Reader) -> TxnRequest:
         ops: list[RequestOp] = []
         for _ in range(r.uint()):
             op = _get_request(r)
-            if isinstance(op, CompactionRequest):
-                raise CorruptionError("compaction inside a txn")
+            if isinstance(op, CompactionRequest | LeaseGrantRequest | LeaseRevokeRequest):
+                raise CorruptionError(f"{type(op).__name__} inside a txn")
             ops.append(op)
         branches.append(tuple(ops))
     return TxnRequest(tuple(compares), branches[0], branches[1])

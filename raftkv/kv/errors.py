@@ -17,9 +17,12 @@ __all__ = [
     "KVError",
     "KeyNotFoundError",
     "KeyTooLargeError",
+    "LeaseExistsError",
     "LeaseNotFoundError",
     "LeaseProvidedError",
+    "LeaseTTLTooLargeError",
     "NoSpaceError",
+    "StaleLeaseRevokeError",
     "TooManyOpsError",
     "ValueProvidedError",
 ]
@@ -93,3 +96,21 @@ class KeyTooLargeError(KVError):
 class LeaseNotFoundError(KVError):
     code = "NOT_FOUND"
     text = "etcdserver: requested lease not found"
+
+
+class LeaseExistsError(KVError):
+    code = "FAILED_PRECONDITION"
+    text = "etcdserver: lease already exists"
+
+
+class LeaseTTLTooLargeError(KVError):
+    code = "OUT_OF_RANGE"
+    text = "etcdserver: too large lease TTL"
+
+
+class StaleLeaseRevokeError(KVError):
+    """An expiry revoke applied in an entry of another term than the leader's that decided it:
+    it has no effect (no client waits for it; the text is for logs)."""
+
+    code = "UNAVAILABLE"
+    text = "etcdserver: lease revoke of an earlier leader ignored"

@@ -2,6 +2,8 @@
 
 The records it reads and writes, and the primitive seeks over them, are in
 :mod:`raftkv.kv.layout`; the evaluation of a txn's compares is in :mod:`raftkv.kv.compare`.
+
+A put or delete also keeps the key's lease attachment up to date (``raftkv.kv.leases``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from raftkv.kv.errors import (
     CompactedRevisionError,
     FutureRevisionError,
     KeyNotFoundError,
-    LeaseNotFoundError,
 )
 from raftkv.kv.keys import escape_key, normalize_end, unescape_key, validate_request
 from raftkv.kv.layout import (
@@ -35,6 +36,7 @@ from raftkv.kv.layout import (
     meta_u64,
     visible,
 )
+from raftkv.kv.leases import attach, check_exists, detach
 from raftkv.kv.types import (
     CompactionRequest,
     CompactionResponse,
@@ -59,7 +61,7 @@ from raftkv.kv.types import (
     WatchBatch,
 )
 
-__all__ = ["MVCCStore", "Revisions", "hash_versions"]
+__all__ = ["MVCCStore", "Revisions", "delete_keys_in", "hash_versions"]
 
 
 class Revisions:
@@ -188,17 +190,19 @@ class MVCCStore:
             revs.compacted = req.revision
             return resp
         if isinstance(req, PutRequest):
-            _check_lease(txn, req.lease)  # etcd's Put looks the lease up first, a txn second
+            check_exists(txn, req.lease)  # etcd's Put looks the lease up first, a txn second
             missing = req.ignore_value or req.ignore_lease
             if missing and live(txn, escape_key(req.key)) is None:
                 raise KeyNotFoundError()
             resp = w.put(req)
         elif isinstance(req, DeleteRangeRequest):
             resp = w.delete_range(req)
-        else:
+        elif isinstance(req, TxnRequest):
             path = compare_path(txn, req, w.cur)
             _precheck(txn, req, path, w.cur, w.compacted)
             resp = w.run_txn(req, path)
+        else:
+            raise TypeError(f"not a KV request: {type(req).__name__}")  # leases: the state machine
         if w.sub:
             revs.current = w.main
         if revisions is None:
@@ -214,6 +218,19 @@ def hash_versions(versions: Iterable[tuple[bytes, bytes]], rev: int) -> int:
         if main_of(hk) <= rev:
             h = zlib.crc32(hv, zlib.crc32(hk, h))
     return h
+
+
+def delete_keys_in(txn: WriteTxn, keys: Sequence[bytes], revisions: Revisions) -> int:
+    """Delete ``keys`` (a revoked lease's, detached already, in key order) in one revision, one
+    DELETE event each; returns the revision after it (unchanged if none was live)."""
+    w = _Writer(txn, revisions.current, revisions.compacted)
+    for key in keys:
+        k_esc = escape_key(key)
+        if live(txn, k_esc) is not None:
+            w._record(k_esc, TOMBSTONE_VALUE)
+    if w.sub:
+        revisions.current = w.main
+    return revisions.current
 
 
 def _event(txn: ReadTxn, k_esc: bytes, main: int, sub: int, prev_kv: bool) -> Event | None:
@@ -311,14 +328,6 @@ def _sorted(kvs: list[KeyValue], order: SortOrder, target: SortTarget) -> list[K
 # -- txn helpers ----------------------------------------------------------------------------------
 
 
-def _check_lease(txn: ReadTxn, lease: int) -> None:
-    """The one check that a put's lease exists (etcd's lessor lookup, at apply time). raftkv
-    has no leases yet: every id but 0 (no lease) is refused, as etcd refuses an id it never
-    granted. Leases will look the id up in ``txn`` here."""
-    if lease != 0:
-        raise LeaseNotFoundError()
-
-
 def _taken_ops(req: TxnRequest, path: Sequence[bool]) -> list[RequestOp]:
     """The ops of the branches ``path`` takes, nested txns expanded in place, in order."""
     it = iter(path)
@@ -345,7 +354,7 @@ def _precheck(
         if isinstance(op, PutRequest):
             if (op.ignore_value or op.ignore_lease) and live(txn, escape_key(op.key)) is None:
                 raise KeyNotFoundError()
-            _check_lease(txn, op.lease)
+            check_exists(txn, op.lease)
     for op in ops:
         if isinstance(op, RangeRequest):
             if op.revision > cur:
@@ -383,6 +392,9 @@ class _Writer:
             create, version = prev_kv.create_revision, prev_kv.version + 1
         value = prev_kv.value if req.ignore_value and prev_kv else req.value
         lease = prev_kv.lease if req.ignore_lease and prev_kv else req.lease
+        if prev_kv is None or prev_kv.lease != lease:  # the key moves to its new lease
+            detach(self.wtxn, 0 if prev_kv is None else prev_kv.lease, k_esc)
+            attach(self.wtxn, lease, k_esc)
         self._record(k_esc, hist_value(create, version, lease, value))
         return PutResponse(self.main, prev_kv if req.prev_kv else None)
 
@@ -391,7 +403,8 @@ class _Writer:
             (k_esc, kv_of(unescape_key(k_esc), hk, hv))
             for k_esc, hk, hv in visible(self.wtxn, req.key, req.range_end, self.view_rev)
         ]
-        for k_esc, _ in doomed:
+        for k_esc, kv in doomed:
+            detach(self.wtxn, kv.lease, k_esc)
             self._record(k_esc, TOMBSTONE_VALUE)
         rev = self.main if self.sub else self.cur
         prevs = tuple(kv for _, kv in doomed) if req.prev_kv else ()

@@ -22,10 +22,20 @@ from typing import Protocol
 from raftkv.errors import CorruptionError
 from raftkv.kv.backend import META, TABLES, KVBackend, WriteTxn
 from raftkv.kv.codec import MAGIC, decode_command, is_put_command
-from raftkv.kv.errors import KVError, NoSpaceError
+from raftkv.kv.errors import KVError, NoSpaceError, StaleLeaseRevokeError
 from raftkv.kv.keys import validate_request
-from raftkv.kv.mvcc import MVCCStore, Revisions
-from raftkv.kv.types import PutRequest, Request, Response, TxnRequest
+from raftkv.kv.leases import grant_in, leases_in, revoke_in
+from raftkv.kv.mvcc import MVCCStore, Revisions, delete_keys_in
+from raftkv.kv.types import (
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    PutRequest,
+    Request,
+    Response,
+    TxnRequest,
+)
 
 __all__ = [
     "DEFAULT_QUOTA_BYTES",
@@ -53,6 +63,9 @@ _PAD_BYTES = 512
 class CommittedEntry(Protocol):
     @property
     def index(self) -> int: ...
+
+    @property
+    def term(self) -> int: ...
 
     @property
     def kind(self) -> int: ...
@@ -88,7 +101,8 @@ class ApplyResult:
 
 
 def _writes(req: Request) -> bool:
-    if isinstance(req, PutRequest):
+    """Whether the request needs space (refused over quota); a revoke only frees some."""
+    if isinstance(req, PutRequest | LeaseGrantRequest):
         return True
     if isinstance(req, TxnRequest):
         return any(_writes(op) for op in (*req.success, *req.failure))
@@ -126,7 +140,7 @@ class KVStateMachine:
                 cmd = decode_command(entry.data)
                 if revisions is None:
                     revisions = Revisions(txn)
-                result = self._apply_one(txn, cmd.request, over_quota, revisions)
+                result = self._apply_one(txn, cmd.request, over_quota, revisions, entry.term)
                 results.append(ApplyResult(entry.index, cmd.request_id, result))
             if revisions is not None:
                 revisions.flush(txn)
@@ -135,15 +149,25 @@ class KVStateMachine:
         return results
 
     def _apply_one(
-        self, txn: WriteTxn, req: Request, over_quota: bool, revisions: Revisions
+        self, txn: WriteTxn, req: Request, over_quota: bool, revisions: Revisions, term: int
     ) -> Response | KVError:
         try:
             validate_request(req)
             if over_quota and _writes(req):
                 raise NoSpaceError()
+            if isinstance(req, LeaseGrantRequest):
+                ttl = grant_in(txn, req.id, req.ttl)  # a grant makes no revision
+                return LeaseGrantResponse(revisions.current, req.id, ttl)
+            if isinstance(req, LeaseRevokeRequest):
+                return _revoke(txn, req, revisions, term)
             return self.store.apply_in(txn, req, revisions)
         except KVError as exc:
             return exc
+
+    def leases(self) -> list[tuple[int, int]]:
+        """Every lease as ``(id, granted TTL)`` (what a member's lessor starts from)."""
+        with self.backend.read() as txn:
+            return leases_in(txn)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -154,6 +178,20 @@ class KVStateMachine:
     def restore(self, chunks: Iterable[bytes]) -> None:
         """Replace the whole state with a snapshot stream; all or nothing."""
         load_chunks(self.backend, chunks)
+
+
+def _revoke(
+    txn: WriteTxn, req: LeaseRevokeRequest, revisions: Revisions, term: int
+) -> LeaseRevokeResponse:
+    """etcd's revoke: every attached key deleted in one revision, in key order. An expiry
+    takes effect only in an entry of the term whose leader decided it (``raftkv.driver.lessor``
+    explains why)."""
+    if req.term and req.term != term:
+        raise StaleLeaseRevokeError()
+    keys = revoke_in(txn, req.id)
+    before = revisions.current
+    revision = delete_keys_in(txn, keys, revisions)
+    return LeaseRevokeResponse(revision, req.id, len(keys) if revision != before else 0)
 
 
 def dump_chunks(backend: KVBackend, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:

@@ -141,8 +141,30 @@ class CompactionRequest:
     physical: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGrantRequest:
+    """Grant lease ``id`` (never 0: the receiving member picks one before proposing) for
+    ``ttl`` seconds (already raised to the cluster's minimum)."""
+
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeRequest:
+    """Revoke lease ``id`` and delete every key attached to it.
+
+    ``term`` 0 is a client's revoke. Any other value is an expiry decided by the leader of that
+    term: it takes effect only if the entry carrying it was appended in that very term (see
+    ``raftkv.driver.lessor``), so a revoke can never be carried into another leader's term."""
+
+    id: int
+    term: int = 0
+
+
 Request: TypeAlias = (
     "RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest"
+    " | LeaseGrantRequest | LeaseRevokeRequest"
 )
 
 
@@ -185,9 +207,46 @@ class CompactionResponse:
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResponse:
+    revision: int
+    id: int
+    ttl: int
+    """The TTL granted, in seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResponse:
+    revision: int
+    """The revision after deleting the lease's keys (unchanged if it had none)."""
+    id: int
+    deleted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveResult:
+    """The leader's answer to a keep-alive: the granted TTL, or 0 for an unknown or expired
+    lease."""
+
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRemaining:
+    """The leader's view of a lease: seconds left (truncated), or -1 if it does not exist."""
+
+    id: int
+    ttl: int
+
+
 Response: TypeAlias = (
     "RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse | CompactionResponse"
+    " | LeaseGrantResponse | LeaseRevokeResponse"
 )
+
+LeaseAnswer: TypeAlias = "LeaseKeepAliveResult | LeaseRemaining"
+"""What the leader's lessor answers, outside the log."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from raftkv.raft.messages import Message
 from raftkv.raft.raft import Raft, Rng
 from raftkv.raft.ready import Ready, Status
 from raftkv.raft.storage import LogStorage
-from raftkv.raft.types import ConfChange, ConfState, Index, NodeId
+from raftkv.raft.types import ConfChange, ConfState, Index, NodeId, Role
 
 
 class RawNode:
@@ -96,6 +96,12 @@ class RawNode:
     def term(self) -> int:
         """The current term: the term a proposal made now is appended in."""
         return self._raft.term
+
+    @property
+    def role(self) -> Role:
+        """The current role, before any Ready reports it (the lessor must not act on a stale
+        one)."""
+        return self._raft.role
 
     def status(self) -> Status:
         return self._raft.status()

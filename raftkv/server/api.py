@@ -71,6 +71,28 @@ class NodeApi(Protocol):
         ``store`` after this is linearizable. Concurrent callers share one ReadIndex round."""
         ...
 
+    # -- leases: grants and revokes are proposals; these reach the leader's lessor ------------
+
+    @property
+    def min_lease_ttl_s(self) -> int:
+        """The shortest TTL a lease is granted (etcd: 1.5 election timeouts, rounded up)."""
+        ...
+
+    def new_lease_id(self) -> int:
+        """An id for a grant that names none, unique across the cluster."""
+        ...
+
+    async def lease_keep_alive(self, lease_id: int, *, timeout_s: float) -> int:
+        """Renew a lease on this member's lessor: its granted TTL, or 0 if it is unknown or
+        expired. Raises ``NotLeaderError`` unless this member leads with a primary lessor,
+        ``LeaderChangedError`` if it lost the leadership before the renewal was confirmed."""
+        ...
+
+    async def lease_time_to_live(self, lease_id: int, *, timeout_s: float) -> int:
+        """Seconds the lease has left on this member's lessor, or -1 if it does not exist;
+        raises as ``lease_keep_alive``."""
+        ...
+
     def status(self) -> NodeStatus: ...
 
     def members(self) -> Sequence[Member]: ...

@@ -45,11 +45,12 @@ from raftkv.driver import (
     TakeSnapshot,
     Worker,
 )
+from raftkv.driver.lessor import LeaseIds
 from raftkv.kv.codec import Command, encode_command
 from raftkv.kv.errors import KVError
 from raftkv.kv.mvcc import MVCCStore
 from raftkv.kv.state_machine import ApplyResult, KVStateMachine
-from raftkv.kv.types import Request, Response
+from raftkv.kv.types import LeaseAnswer, LeaseKeepAliveResult, LeaseRemaining, Request, Response
 from raftkv.raft.config import RaftConfig
 from raftkv.raft.messages import Message
 from raftkv.raft.rawnode import RawNode
@@ -71,6 +72,8 @@ from raftkv.server.worker import SerialWorker
 logger = logging.getLogger(__name__)
 
 _READ_RETRY_S = 0.5
+_LEASE_REVOKES_PER_S = 1000
+"""etcd's leaseRevokeRate."""
 
 
 class Transport(Protocol):
@@ -99,12 +102,23 @@ class DriverConfig:
             member_id=self.member_id,
             snapshot_count=self.snapshot_count,
             snapshot_catchup_entries=self.snapshot_catchup_entries,
-            read_retry_ticks=max(1, round(_READ_RETRY_S * 1000 / self.tick_interval_ms)),
+            read_retry_ticks=self._ticks(_READ_RETRY_S),
             unsafe_local_reads=self.unsafe_local_reads,
+            lease_ticks_per_second=self._ticks(1.0),
+            lease_extend_ticks=self.election_ticks,
+            lease_revokes_per_tick=max(1, _LEASE_REVOKES_PER_S * self.tick_interval_ms // 1000),
         )
 
+    def _ticks(self, seconds: float) -> int:
+        return max(1, round(seconds * 1000 / self.tick_interval_ms))
 
-_Outcome: TypeAlias = "Response | KVError | None"
+    @property
+    def min_lease_ttl_s(self) -> int:
+        """etcd's minTTL: 1.5 election timeouts (counted in whole ticks), rounded up."""
+        return -(-(3 * self.election_ticks // 2) * self.tick_interval_ms // 1000)
+
+
+_Outcome: TypeAlias = "Response | LeaseAnswer | KVError | None"
 
 
 class NodeDriver:
@@ -140,8 +154,14 @@ class NodeDriver:
         )
         node = RawNode(raft_config, raft_log, rng or random.Random())
         self._core = DriverCore(
-            config.core_config(), node, raft_log, applied=applied, logger=logger
+            config.core_config(),
+            node,
+            raft_log,
+            applied=applied,
+            leases=state_machine.leases(),
+            logger=logger,
         )
+        self._lease_ids = LeaseIds(config.member_id, int(time.time() * 1000))
         self._transport: Transport | None = None
         self._disk = SerialWorker("raftkv-disk")
         self._apply_thread = SerialWorker("raftkv-apply")
@@ -293,9 +313,11 @@ class NodeDriver:
         if self._core.held_by_applies:  # else the Ready loop has nothing new to do
             self._wake.set()
 
-    def _persist(self, action: Persist) -> int:
-        """On the disk thread. Returns the applied index of a restored snapshot image."""
+    def _persist(self, action: Persist) -> tuple[int, list[tuple[int, int]] | None]:
+        """On the disk thread. Returns the applied index and the lease table of a restored
+        snapshot image (0 and None if none was restored)."""
         snapshot, restored = action.snapshot, 0
+        leases: list[tuple[int, int]] | None = None
         if snapshot is not None:
             # The state machine first: a crash in between must never leave a log that starts
             # after what the state machine has applied. The transport left the image in a file
@@ -306,6 +328,7 @@ class NodeDriver:
                     self._sm.restore(iter(lambda: f.read(1 << 20), b""))
                 received.remove(snapshot.meta)
                 restored = self._sm.applied_index()
+                leases = self._sm.leases()
             else:
                 meta = snapshot.meta
                 logger.warning("no image received for snapshot %d/%d", meta.index, meta.term)
@@ -313,16 +336,18 @@ class NodeDriver:
         started = time.perf_counter()
         self._log.save(action.hard_state, action.entries, snapshot, sync=True)
         self.metrics.wal_fsync.observe(time.perf_counter() - started)
-        return restored
+        return restored, leases
 
-    def _on_persisted(self, future: asyncio.Future[int]) -> None:
+    def _on_persisted(
+        self, future: asyncio.Future[tuple[int, list[tuple[int, int]] | None]]
+    ) -> None:
         if future.cancelled() or self._stopped:
             return
         error = future.exception()
         if error is not None:
             self._fatal("persisting the Raft log failed", error)
             return
-        self._execute(self._core.persisted(future.result()))
+        self._execute(self._core.persisted(*future.result()))
         self._wake.set()
 
     def _take_snapshot(self, index: int, conf: ConfState, keep: int) -> None:
@@ -435,8 +460,8 @@ class NodeDriver:
             result = await self._wait(
                 functools.partial(self._core.propose, command=command), timeout_s
             )
-            if result is None:  # the entry at its index was not this command
-                raise LeaderChangedError()
+            if result is None or isinstance(result, LeaseKeepAliveResult | LeaseRemaining):
+                raise LeaderChangedError()  # the entry at its index was not this command
         except BaseException:
             metrics.proposals_failed += 1
             raise
@@ -448,6 +473,29 @@ class NodeDriver:
 
     async def linearizable_barrier(self, *, timeout_s: float) -> None:
         await self._wait(self._core.read, timeout_s)
+
+    # -- leases (the lessor lives in the core; these only wait for its answers) --------------
+
+    @property
+    def min_lease_ttl_s(self) -> int:
+        return self.config.min_lease_ttl_s
+
+    def new_lease_id(self) -> int:
+        return self._lease_ids.next()
+
+    async def lease_keep_alive(self, lease_id: int, *, timeout_s: float) -> int:
+        start = functools.partial(self._core.lease_keep_alive, lease=lease_id)
+        result = await self._wait(start, timeout_s)
+        if not isinstance(result, LeaseKeepAliveResult):
+            raise LeaderChangedError()
+        return result.ttl
+
+    async def lease_time_to_live(self, lease_id: int, *, timeout_s: float) -> int:
+        start = functools.partial(self._core.lease_time_to_live, lease=lease_id)
+        result = await self._wait(start, timeout_s)
+        if not isinstance(result, LeaseRemaining):
+            raise LeaderChangedError()
+        return result.ttl
 
     async def _wait(self, start: Callable[[int], list[Action]], timeout_s: float) -> _Outcome:
         """Start a request in the core and wait for its outcome, at most ``timeout_s``."""

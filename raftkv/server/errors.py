@@ -9,6 +9,7 @@ from __future__ import annotations
 from raftkv.driver.errors import (
     LeaderChangedError,
     NoLeaderError,
+    NotLeaderError,
     RequestTimeoutError,
     ServerStoppedError,
 )
@@ -35,11 +36,6 @@ class TooManyRequestsError(KVError):
 
 class RequestTooLargeError(KVError):
     text = "etcdserver: request is too large"
-
-
-class NotLeaderError(KVError):
-    code = "FAILED_PRECONDITION"
-    text = "etcdserver: not leader"
 
 
 class BadLeaderTransfereeError(KVError):

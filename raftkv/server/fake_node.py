@@ -5,6 +5,9 @@ Proposals are encoded with the real command codec and applied at once by the rea
 each as the next log index, so the servicers see exactly the responses and ``KVError``s the
 real apply path produces. The barrier returns at once (a single member is always up to date).
 
+Leases: the lessor's answers come from the lease table alone (a lease never expires), with
+``min_ttl_s`` as the minimum TTL and ids counted up from ``next_lease_id``.
+
 Knobs for failure tests, all plain attributes:
 
 * ``leader``: the known leader's member id; 0 makes proposals and barriers raise
@@ -50,6 +53,7 @@ _NOSPACE = 1  # rpc_pb2.AlarmType.NOSPACE (raftkv.testing does not import the pr
 @dataclass(frozen=True, slots=True)
 class _Entry:
     index: int
+    term: int
     kind: int
     data: bytes
 
@@ -88,6 +92,8 @@ class FakeNode:
         self.barriers = 0
         self.defragments = 0
         self.moves: list[int] = []
+        self.min_ttl_s = 2
+        self.next_lease_id = 0x694D77AA9E380000
         self._never = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
 
@@ -123,7 +129,7 @@ class FakeNode:
         self.proposals.append(request)
         self.index += 1
         data = encode_command(Command(self.index, request))
-        results = self.state_machine.apply([_Entry(self.index, 0, data)])
+        results = self.state_machine.apply([_Entry(self.index, self.term, 0, data)])
         for listener in list(self._listeners):
             listener()
         result = results[0].result
@@ -134,6 +140,32 @@ class FakeNode:
     async def linearizable_barrier(self, *, timeout_s: float) -> None:
         await self._enter()
         self.barriers += 1
+
+    # -- leases: no clocks here; a lease lives until it is revoked ---------------------------
+
+    @property
+    def min_lease_ttl_s(self) -> int:
+        return self.min_ttl_s
+
+    def new_lease_id(self) -> int:
+        self.next_lease_id += 1
+        return self.next_lease_id
+
+    async def lease_keep_alive(self, lease_id: int, *, timeout_s: float) -> int:
+        await self._enter()
+        if self.leader != self._member_id:
+            raise NotLeaderError()
+        return self._lease_ttl(lease_id) or 0
+
+    async def lease_time_to_live(self, lease_id: int, *, timeout_s: float) -> int:
+        await self._enter()
+        if self.leader != self._member_id:
+            raise NotLeaderError()
+        ttl = self._lease_ttl(lease_id)
+        return -1 if ttl is None else ttl
+
+    def _lease_ttl(self, lease_id: int) -> int | None:
+        return dict(self.state_machine.leases()).get(lease_id)
 
     def status(self) -> NodeStatus:
         size = self.backend.size_bytes()

@@ -37,6 +37,7 @@ from raftkv.server.kv_service import (
     DEFAULT_REQUEST_TIMEOUT_S,
     KVService,
 )
+from raftkv.server.lease_service import LeaseService
 from raftkv.server.maintenance_service import MaintenanceService
 from raftkv.server.rpc_stats import RpcStats, counted
 from raftkv.server.watch_service import add_watch_service
@@ -115,13 +116,18 @@ def add_client_services(
     watch_progress_notify_interval_s: float = 600.0,
     rpc_stats: RpcStats | None = None,
 ) -> None:
-    """Register etcd's KV, Maintenance, Cluster and Watch services and gRPC health for ``node``;
-    with ``rpc_stats``, every call of every method is counted there."""
+    """Register etcd's KV, Lease, Maintenance, Cluster and Watch services and gRPC health for
+    ``node``; with ``rpc_stats``, every call of every method is counted there."""
     _add_guarded(
         server,
         rpc_pb2_grpc.add_KVServicer_to_server,
         KVService(node, max_request_bytes=max_request_bytes, request_timeout_s=request_timeout_s),
         rpc_stats,
+    )
+    _add_guarded(
+        server,
+        rpc_pb2_grpc.add_LeaseServicer_to_server,
+        LeaseService(node, request_timeout_s=request_timeout_s),
     )
     _add_guarded(
         server,

@@ -23,6 +23,7 @@ from raftkv.sim.chooser import Chooser
 from raftkv.sim.clients import SimClient, Workload
 from raftkv.sim.faults import FaultScheduler
 from raftkv.sim.invariants import InvariantChecker
+from raftkv.sim.leases import LeaseWorkload
 from raftkv.sim.network import (
     ForwardPacket,
     Packet,
@@ -32,7 +33,7 @@ from raftkv.sim.network import (
     describe_message,
     describe_ready,
 )
-from raftkv.sim.node import SimNode, SimulationError
+from raftkv.sim.node import SimNode, SimulationError, core_config_of
 from raftkv.sim.options import SimOptions
 from raftkv.sim.state import StateAgreement
 from raftkv.sim.stats import Stats
@@ -88,6 +89,7 @@ class SimCluster(FaultScheduler):
         self.workload = Workload(opts, chooser, self.stats)
         self.clients = self.workload.clients
         self.history = self.workload.history
+        self.leases = LeaseWorkload(opts, chooser, core_config_of(opts, 0), self.stats)
 
     # ----------------------------------------------------------------------------- tracing
 
@@ -140,6 +142,8 @@ class SimCluster(FaultScheduler):
                 items.append((self.client_op, client))
         if self.auto_faults:
             items.append((self.faults, None))
+        if self.leases.enabled:
+            items.append((self.lease_ops, None))
         chooser.shuffle(items)
         for fn, arg in items:
             fn(arg)
@@ -252,6 +256,7 @@ class SimCluster(FaultScheduler):
             return
         self.stats.crashes += 1
         self.workload.node_crashed(node.id)
+        self.leases.node_crashed(node.id)
         self._drain_notes()
         work = node.describe()
         kept = node.crash()
@@ -276,6 +281,10 @@ class SimCluster(FaultScheduler):
 
     # ----------------------------------------------------------------------------- clients
 
+    def lease_ops(self, _: None = None) -> None:
+        live = [n for n in self.nodes if n.alive]
+        self.leases.act(self.now, live, self.leader())
+
     def client_op(
         self, client: SimClient, kind: OpKind | None = None, key: str | None = None
     ) -> None:
@@ -298,6 +307,7 @@ class SimCluster(FaultScheduler):
 
     def expire_ops(self) -> None:
         self.workload.expire(self.now, self.by_id)
+        self.leases.expire(self.now, self.by_id)
         self._drain_notes()
 
     # ----------------------------------------------------------------------------- node hooks
@@ -401,6 +411,8 @@ class SimCluster(FaultScheduler):
     ) -> None:
         checker = self.checker
         before = checker.max_committed
+        first = {e.index for e in entries if e.index not in checker.committed}
+        self.leases.applied(entries, results, first, self.now)
         for entry in entries:
             checker.entry_applied(node.id, entry)
         self.stats.applied += len(entries)
@@ -409,6 +421,8 @@ class SimCluster(FaultScheduler):
         self.agreement.applied(node.id, node.sm)
 
     def on_outcome(self, node: SimNode, outcome: Resolve | Fail) -> None:
+        if self.leases.outcome(node, outcome, self.now):
+            return
         self.workload.outcome(node, outcome)
         self._drain_notes()
 
@@ -419,6 +433,7 @@ class SimCluster(FaultScheduler):
         self.chooser = chooser
         self.network.chooser = chooser
         self.workload.chooser = chooser
+        self.leases.chooser = chooser
         for node in self.nodes:
             node.chooser = chooser
 
@@ -466,6 +481,7 @@ class SimCluster(FaultScheduler):
         self.frozen = ()
         self.pause_prob = self.skip_prob = self.double_prob = 0.0
         self.op_prob = 0.0
+        self.leases.stop()
         for spent in range(1, budget + 1):
             self.run_tick()
             if spent % 5 == 0 and self.converged() is None:
@@ -493,6 +509,27 @@ class SimCluster(FaultScheduler):
         if self.workload.pending:
             return f"{len(self.workload.pending)} client ops pending"
         return None
+
+    def drain_leases(self) -> int:
+        """After ``converge``: once the leader's lessor is primary (it has committed and
+        applied an entry of its term, which can take a while after a long uncommitted tail),
+        with nobody keeping leases alive, the leader must revoke every lease, and every member
+        drop every leased key, within the documented bound (``raftkv.sim.leases``). Returns the
+        ticks it took."""
+        spent = 0
+        while not any(n.alive and n.core.lessor.primary_term for n in self.nodes):
+            if spent >= self.opts.liveness_ticks:
+                raise self.fail(f"no primary lessor within {spent} ticks of convergence")
+            self.run_tick()
+            spent += 1
+        budget = self.leases.drain_budget()
+        left: list[str] = []
+        for waited in range(budget + 1):
+            left = [w for n in self.nodes if (w := self.leases.leftovers(n)) is not None]
+            if not left:
+                return spent + waited
+            self.run_tick()
+        raise self.fail(f"leases outlived their bound of {budget} ticks: {'; '.join(left)}")
 
     def check_history_so_far(self) -> CheckResult:
         """Check the history up to now, counting every pending op as info. If this fails, so

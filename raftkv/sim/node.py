@@ -60,7 +60,24 @@ from raftkv.sim.chooser import Chooser
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.options import SimOptions
 
-__all__ = ["NodeHooks", "SimNode", "SimulationError", "snapshot_of"]
+__all__ = ["NodeHooks", "SimNode", "SimulationError", "core_config_of", "snapshot_of"]
+
+LEASE_TICKS_PER_SECOND = 10
+"""A simulated second: 10 ticks, so the default 10-tick election timeout is the server's 1 s."""
+
+
+def core_config_of(opts: SimOptions, member_id: NodeId) -> CoreConfig:
+    return CoreConfig(
+        member_id=member_id,
+        snapshot_count=opts.snapshot_threshold,
+        snapshot_catchup_entries=opts.snapshot_keep,
+        light_apply_max_entries=opts.light_apply_max_entries,
+        max_applies_in_flight=opts.max_applies_in_flight,
+        lease_ticks_per_second=LEASE_TICKS_PER_SECOND,
+        lease_extend_ticks=opts.election_ticks,
+        lease_revokes_per_tick=opts.lease_revokes_per_tick,
+    )
+
 
 _LOOP, _DISK, _APPLY = "loop", "disk", "apply"
 
@@ -165,13 +182,7 @@ class SimNode:
         )
         raw = _ObservedRawNode(config, self.disk, rng)
         raw.observer = functools.partial(self.hooks.on_ready, self)
-        core_config = CoreConfig(
-            member_id=self.id,
-            snapshot_count=self.opts.snapshot_threshold,
-            snapshot_catchup_entries=self.opts.snapshot_keep,
-            light_apply_max_entries=self.opts.light_apply_max_entries,
-            max_applies_in_flight=self.opts.max_applies_in_flight,
-        )
+        core_config = core_config_of(self.opts, self.id)
         self.alive = True
         self._wake = True
         self._inbox: deque[Callable[[], list[Action]]] = deque()
@@ -179,7 +190,7 @@ class SimNode:
         self._apply_jobs: deque[tuple[int, Apply]] = deque()
         self._disk_applies_given = 0
         self._disk_applies_done = 0
-        return DriverCore(core_config, raw, self.disk, applied=applied)
+        return DriverCore(core_config, raw, self.disk, applied=applied, leases=self.sm.leases())
 
     @property
     def raw(self) -> RawNode:
@@ -305,12 +316,14 @@ class SimNode:
 
     def _persist(self, job: Persist) -> None:
         restored = 0
+        leases: list[tuple[int, int]] | None = None
         snapshot = job.snapshot
         if snapshot is not None:
             # The state machine first, as the server does; the log keeps only the metadata.
             if snapshot.data:
                 self.sm.restore((snapshot.data,))
                 restored = self.sm.applied_index()
+                leases = self.sm.leases()
             self.hooks.on_snapshot_restored(self, snapshot.meta)
             snapshot = Snapshot(snapshot.meta, b"")
         prev_term = self._term_or(job.entries[0].index - 1) if job.entries else -1
@@ -318,7 +331,7 @@ class SimNode:
         if job.entries:
             self.hooks.on_persisted(self, job.entries, prev_term)
         self.hooks.on_durable(self)
-        self._inbox.append(functools.partial(self.core.persisted, restored))
+        self._inbox.append(functools.partial(self.core.persisted, restored, leases))
 
     def _take_snapshot(self, job: TakeSnapshot) -> None:
         disk = self.disk

@@ -104,6 +104,11 @@ class SimOptions:
     op_timeout_ticks: int = 60
     leader_hint_prob: float = 0.8
     """Chance a client sends its next op to the node a NotLeader answer pointed at."""
+    lease_op_prob: float = 0.0
+    """Per tick: chance the lease clients grant, attach a key or revoke (0: no lease clients;
+    see ``raftkv.sim.leases``)."""
+    lease_revokes_per_tick: int = 100
+    """The lessor's revoke rate limit."""
     # -- liveness phase ------------------------------------------------------------------------
     liveness_ticks: int = 400
 
@@ -256,4 +261,6 @@ def _draw_late_options(r: random.Random) -> dict[str, Any]:
         "slow_extra_ticks_max": r.randint(1, 15),
         "light_apply_max_entries": r.choice((0, 1, 4, 64)),
         "max_applies_in_flight": r.choice((0, 1, 2, 64)),
+        "lease_op_prob": _maybe(r, 0.8, 0.02, 0.3),
+        "lease_revokes_per_tick": r.choice((1, 2, 100)),
     }

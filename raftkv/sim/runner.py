@@ -72,6 +72,7 @@ def run_seed(
         for _ in range(ticks):
             cluster.run_tick()
         cluster.converge(opts.liveness_ticks)
+        cluster.drain_leases()
         result = cluster.check_history()
         ops_checked = result.ops_checked
         if not result.ok:

@@ -54,7 +54,8 @@ class SoakReport:
             f"exercised: {t.elections} elections, {t.crashes} crashes, {t.partitions}"
             f" partitions, {t.snapshots_taken} snapshots taken, {t.snapshots_installed}"
             f" installed from a leader, {t.applied} entries applied, client ops"
-            f" ok/fail/info {t.ops_ok}/{t.ops_fail}/{t.ops_info}"
+            f" ok/fail/info {t.ops_ok}/{t.ops_fail}/{t.ops_info}, leases renewed/expired"
+            f" {t.lease_renewals}/{t.lease_expiries}"
         )
 
     def repro_lines(self) -> list[str]:

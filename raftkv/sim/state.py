@@ -8,6 +8,8 @@ out of order, a snapshot image from the wrong place) shows here even when no cli
 
 from __future__ import annotations
 
+import zlib
+
 from raftkv.kv.state_machine import KVStateMachine
 from raftkv.raft.types import NodeId
 from raftkv.sim.node import SimulationError
@@ -32,5 +34,7 @@ class StateAgreement:
 
     @staticmethod
     def hash_kv(sm: KVStateMachine) -> str:
+        """HashKV, and the lease table (HashKV covers the keys only, as etcd's does)."""
         result = sm.store.hash_kv()
-        return f"rev{sm.store.current_revision()}:{result.hash:08x}"
+        leases = zlib.crc32(repr(sm.leases()).encode())
+        return f"rev{sm.store.current_revision()}:{result.hash:08x}:leases{leases:08x}"

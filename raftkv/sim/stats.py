@@ -20,3 +20,7 @@ class Stats:
     ops_ok: int = 0
     ops_fail: int = 0
     ops_info: int = 0
+    lease_renewals: int = 0
+    """Keep-alives answered with the lease's TTL."""
+    lease_expiries: int = 0
+    """Leases revoked by the leader's lessor (first applied)."""

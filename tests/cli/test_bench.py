@@ -12,16 +12,17 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from raftkv_cli.bench import BenchConfig, Histogram, make_key
 from raftkv_cli.bench.config import prefix_end
 
+from raftkv.pb.etcdserverpb import rpc_pb2_grpc
 from raftkv.server.fake_node import FakeNode
 from raftkv.server.grpc_server import add_client_services, client_server_options
-from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES
+from raftkv.server.kv_service import DEFAULT_MAX_REQUEST_BYTES, KVService
 
 
 async def _cancel_other_tasks() -> None:
@@ -31,8 +32,7 @@ async def _cancel_other_tasks() -> None:
     await asyncio.gather(*others, return_exceptions=True)
 
 
-@pytest.fixture
-def endpoint() -> Iterator[str]:
+def _serve(register: Callable[[grpc.aio.Server], None]) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
     port: list[int] = []
@@ -40,7 +40,7 @@ def endpoint() -> Iterator[str]:
 
     async def serve() -> None:
         srv = grpc.aio.server(options=client_server_options(DEFAULT_MAX_REQUEST_BYTES))
-        add_client_services(srv, FakeNode())
+        register(srv)
         port.append(srv.add_insecure_port("127.0.0.1:0"))
         await srv.start()
         server.append(srv)
@@ -59,6 +59,17 @@ def endpoint() -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    yield from _serve(lambda srv: add_client_services(srv, FakeNode()))
+
+
+@pytest.fixture
+def kv_only_endpoint() -> Iterator[str]:
+    """A server with the KV service alone: every other service is UNIMPLEMENTED."""
+    yield from _serve(lambda srv: rpc_pb2_grpc.add_KVServicer_to_server(KVService(FakeNode()), srv))
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -124,12 +135,19 @@ def test_watch_delivers_every_write_to_every_watcher_across_processes(endpoint: 
     assert sum(count for _, count in report["histogram_ms"]) == 120
 
 
-def test_unimplemented_service_is_reported_not_a_crash(endpoint: str) -> None:
-    proc = bench("lease", "--endpoints", endpoint, "--total", "10", "-w", "json", "--quiet")
+def test_unimplemented_service_is_reported_not_a_crash(kv_only_endpoint: str) -> None:
+    proc = bench("lease", "--endpoints", kv_only_endpoint, "--total", "10", "-w", "json", "--quiet")
     assert proc.returncode == 3, proc.stderr
     report = json.loads(proc.stdout)
     assert report["status"] == "unimplemented"
     assert "Traceback" not in proc.stderr
+
+
+def test_lease_keep_alives(endpoint: str) -> None:
+    proc = bench("lease", "--endpoints", endpoint, "--total", "10", "-w", "json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "ok" and report["ok"] == 10 and report["errors"] == {}
 
 
 def test_histogram_percentiles_survive_a_merge_through_json() -> None:

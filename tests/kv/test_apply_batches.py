@@ -35,7 +35,7 @@ from raftkv.kv.types import Request
 
 class E:
     def __init__(self, index: int, data: bytes) -> None:
-        self.index, self.data, self.kind = index, data, 0
+        self.index, self.term, self.data, self.kind = index, 1, data, 0
 
 
 def _requests() -> list[Request]:

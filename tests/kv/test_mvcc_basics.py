@@ -43,7 +43,7 @@ class E:
     """A committed entry as the state machine sees it."""
 
     def __init__(self, index: int, data: bytes, kind: int = 0) -> None:
-        self.index, self.data, self.kind = index, data, kind
+        self.index, self.term, self.data, self.kind = index, 1, data, kind
 
 
 @pytest.fixture(params=["memory", "lmdb"])
@@ -164,7 +164,7 @@ def test_put_flags(h: Harness) -> None:
         "etcdserver: lease is provided"
     )
     assert str(h.do(PutRequest(b""))) == "etcdserver: key is not provided"
-    # No lease exists (raftkv has none yet): etcd refuses the put, before looking for the key.
+    # Lease 7 was never granted: etcd refuses the put, before looking for the key.
     assert str(h.do(PutRequest(b"x", b"v", lease=7))) == "etcdserver: requested lease not found"
     assert str(h.do(PutRequest(b"x", ignore_value=True, lease=8))) == (
         "etcdserver: requested lease not found"

@@ -168,8 +168,10 @@ class Model:
             resp: Response = self._txn(req, plan, work, main, changes)
         elif isinstance(req, PutRequest):
             resp = self._put(req, work, main, changes)
-        else:
+        elif isinstance(req, DeleteRangeRequest):
             resp = self._delete(req, work, main, changes)
+        else:
+            raise TypeError(f"the model has no leases: {req!r}")
         if changes:
             self.states.append(work)
             self.events.extend(changes)
@@ -361,7 +363,7 @@ class MVCCMachine(RuleBasedStateMachine):
         self.index += 1
 
         class E:
-            index, kind, data = self.index, 0, encode_command(Command(self.index, req))
+            index, term, kind, data = self.index, 1, 0, encode_command(Command(self.index, req))
 
         (res,) = self.sm.apply([E()])
         want = self.model.apply(req)

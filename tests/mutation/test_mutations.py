@@ -96,6 +96,13 @@ MUTATIONS = [
         "            out.append(Fail(waiter, RequestTimeoutError()))  # it may still apply",
         "            out.append(Fail(waiter, LeaderChangedError()))",
     ),
+    Mutation(
+        "l_lease_renewed_short",
+        "a keep-alive extends the lease by a quarter of its TTL instead of the whole TTL",
+        "driver/lessor.py",
+        "            renewed = q.arrival + ttl * self._tps\n",
+        "            renewed = q.arrival + ttl * self._tps // 4\n",
+    ),
 ]
 
 

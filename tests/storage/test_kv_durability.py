@@ -21,7 +21,7 @@ import sys
 from raftkv.kv import Command, KVStateMachine, PutRequest, TxnRequest, encode_command
 from raftkv_storage import LmdbBackend
 class E:
-    def __init__(s, i, d): s.index, s.kind, s.data = i, 0, d
+    def __init__(s, i, d): s.index, s.term, s.kind, s.data = i, 1, 0, d
 sm = KVStateMachine(LmdbBackend(sys.argv[1], quota_bytes=256 << 20))
 i = sm.applied_index()
 while True:
@@ -64,7 +64,7 @@ def test_sigkill_mid_apply_keeps_index_and_effects_together(tmp_path: Path) -> N
 
 class E:
     def __init__(self, index: int, data: bytes) -> None:
-        self.index, self.kind, self.data = index, 0, data
+        self.index, self.term, self.kind, self.data = index, 1, 0, data
 
 
 def test_quota_answers_database_space_exceeded(tmp_path: Path) -> None:

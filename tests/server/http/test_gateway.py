@@ -109,11 +109,16 @@ def test_errors_carry_etcds_code_message_and_http_status(serving: Any) -> None:
         status, body = await post(session, v3 + "/kv/put", {"key": 123})
         assert (status, body["code"]) == (400, 3)
         # Services raftkv lacks answer what gRPC answers: UNIMPLEMENTED, 501.
-        for path in ("/lease/grant", "/lock/lock", "/election/leader", "/auth/status"):
+        for path in ("/lock/lock", "/election/leader", "/auth/status"):
             status, body = await post(session, v3 + path, {})
             assert (status, body["code"]) == (501, 12), path
-        status, body = await post(session, v3 + "/lease/keepalive", {"ID": "1"})
-        assert status == 501 and body["error"]["grpc_code"] == 12
+        # The Lease service is served: a revoke of a lease never granted is etcd's NOT_FOUND.
+        status, body = await post(session, v3 + "/kv/lease/revoke", {"ID": "12345"})
+        assert (status, body["code"], body["message"]) == (
+            404,
+            5,
+            "etcdserver: requested lease not found",
+        )
         status, body = await post(session, v3 + "/maintenance/transfer-leadership", {"targetID": 7})
         assert (status, body["message"]) == (412, "etcdserver: bad leader transferee")
         assert (await post(session, v3 + "/kv/nothing", {}))[0] == 404
