@@ -507,11 +507,6 @@ class DriverCore:
         ``pump`` go on; otherwise it has nothing to pump)."""
         return self._stage is _Stage.WAIT_APPLIES or self._stage is _Stage.WAIT_ROOM
 
-    @property
-    def waiting(self) -> int:
-        """Requests still waiting for an outcome (for tests and status)."""
-        return len(self._proposals) + len(self._forwarder) + len(self._parked) + len(self._reads)
-
 
 def _snapshot_index(log: LogStorage) -> int:
     try:
